@@ -1,0 +1,81 @@
+"""Batches of numpy observations -> model tensors, as tensor ops on the model's device.
+
+Images travel as uint8 (4x fewer bytes than float) and become floats on the device; on CUDA
+the host copy goes through a pinned staging buffer so the transfer is asynchronous.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+STAGING_CACHE_SIZE = 16
+
+
+class HostStaging:
+    """Stacks same-shape arrays into (pinned, on CUDA) host memory and copies them to the device.
+
+    Pinned buffers are reused per (shape, dtype); this is safe because every ``act`` ends by
+    reading its result back to the host, which waits for all earlier copies on the stream.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._pin = device.type == "cuda"
+        self._buffers: OrderedDict[tuple[tuple[int, ...], str], torch.Tensor] = OrderedDict()
+
+    def to_device(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, *shape) on the device, same dtype as the arrays."""
+        first = arrays[0]
+        shape = (len(arrays), *first.shape)
+        if not self._pin:
+            return torch.from_numpy(np.stack(arrays)).to(self._device)
+        key = (shape, first.dtype.str)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=torch.from_numpy(first[:0]).dtype, pin_memory=True)
+            self._buffers[key] = buffer
+            if len(self._buffers) > STAGING_CACHE_SIZE:
+                self._buffers.popitem(last=False)
+        else:
+            self._buffers.move_to_end(key)
+        np.stack(arrays, out=buffer.numpy())
+        return buffer.to(self._device, non_blocking=True)
+
+
+def images_to_pixels(
+    images: torch.Tensor,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    resize_mode: str,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """(B, H, W, 3) uint8 or float [0, 1] on the device -> (B, 3, size, size) normalised.
+
+    uint8 is scaled by 1/255; float input is taken as already in [0, 1]. Resizing (with
+    antialiasing, as PIL does) happens only when (H, W) differs from (size, size).
+    """
+    x = images.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+    if images.dtype == torch.uint8:
+        x = x * (1.0 / 255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode=resize_mode, antialias=True, align_corners=False)
+        if resize_mode == "bicubic":
+            x = x.clamp(0.0, 1.0)  # bicubic overshoots
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    inv_std = torch.tensor([1.0 / s for s in std], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean_t) * inv_std).to(dtype)
+
+
+def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Right-pad id sequences with 0 -> (B, T) int64 on the device (T may be 0)."""
+    width = max((len(s) for s in sequences), default=0)
+    out = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, ids in enumerate(sequences):
+        out[row, : len(ids)] = ids
+    return torch.from_numpy(out).to(device, non_blocking=device.type == "cuda")
