@@ -1,0 +1,110 @@
+"""``vtla-bridge`` command line: one entry point, one subcommand per job.
+
+Subcommands that belong to other parts (http, up, run-sim, convert-vtla, bench) are imported
+only when used, so ``vtla-bridge run-sim`` works where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+# subcommand -> "module:function" taking the remaining argv
+DELEGATED = {
+    "http": ("bridge.http.cli:main", "the HTTP companion (aiohttp), a client of the inference server"),
+    "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
+    "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
+    "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
+    "bench": ("bench.cli:main", "run the benchmarks in bench/"),
+}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(argv: Sequence[str]) -> int:
+    from bridge.banner import banner
+    from bridge.config import ConfigError, load_config, with_overrides
+
+    parser = argparse.ArgumentParser(prog="vtla-bridge serve", description="run the ZeroMQ inference server")
+    parser.add_argument("--config", help="TOML config (default: built-in defaults = configs/default.toml)")
+    parser.add_argument("--bind", help="endpoint to bind, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/vtla.sock")
+    parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        if args.bind:
+            config = with_overrides(config, server={"bind": args.bind})
+    except ConfigError as exc:
+        print(f"vtla-bridge serve: {exc}", file=sys.stderr)
+        return 2
+
+    from bridge.server import InferenceServer
+
+    server = InferenceServer(config)
+    try:
+        server.start()
+    except Exception as exc:
+        print(f"vtla-bridge serve: cannot bind {config.server.bind}: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not server.wait_ready(0.2) and server.loop.state.status == "loading":
+        if stop.is_set():
+            server.stop()
+            return 130
+    if server.loop.state.status != "ok":
+        print(f"vtla-bridge serve: {server.loop.state.detail}", file=sys.stderr)
+        server.stop()
+        return 1
+    print(banner(config, server), file=sys.stderr, flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"serve": "run the ZeroMQ inference server", **{k: v[1] for k, v in DELEGATED.items()}}
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = [f"  {name:<14} {text}" for name, text in commands.items()]
+        print("usage: vtla-bridge COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        print("\n'vtla-bridge COMMAND --help' explains each command.")
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        import bridge
+
+        print(bridge.__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return _serve(rest)
+    if command not in DELEGATED:
+        print(f"vtla-bridge: unknown command {command!r}; one of: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    module_name, _, func = DELEGATED[command][0].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        print(f"vtla-bridge {command}: not available ({exc}); see the README for the extras to install",
+              file=sys.stderr)
+        return 2
+    result = getattr(module, func)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""msgpack encoding of protocol messages: a header map plus zero-copy buffer frames.
+
+Arrays use openpi-client's ``msgpack_numpy`` convention (``__ndarray__`` maps with bin keys);
+large arrays travel as their own ZeroMQ frames (``"frame": k``) instead of inline ``data``.
+Nothing here ever unpickles: only msgpack's plain types are decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from bridge.protocol import IMAGE_FORMATS, IMAGE_KEY, NDARRAY_KEY, NPGENERIC_KEY, ErrorCode, ProtocolError
+
+# Arrays this large or larger are sent as separate frames by default (zero-copy on both ends).
+DEFAULT_FRAME_THRESHOLD_BYTES = 1024
+MAX_NDIM = 32
+_REJECTED_DTYPE_KINDS = frozenset("OVc")
+
+_K_NDARRAY = NDARRAY_KEY.encode()
+_K_NPGENERIC = NPGENERIC_KEY.encode()
+_K_IMAGE = IMAGE_KEY.encode()
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A JPEG/PNG image as sent on the wire; decoded later, after its limits are checked."""
+
+    format: str  # "jpeg" | "png"
+    data: bytes | memoryview
+
+
+Buffer = bytes | memoryview
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+class _FrameCollector:
+    """msgpack ``default`` hook that turns numpy values into protocol maps, collecting frames."""
+
+    def __init__(self, frame_threshold_bytes: int | None) -> None:
+        self.threshold = frame_threshold_bytes
+        self.frames: list[Buffer] = []
+
+    def __call__(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return self._array(obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, EncodedImage):
+            return self._image(obj)
+        raise TypeError(f"cannot encode {type(obj).__name__} in a protocol message")
+
+    def _array(self, arr: np.ndarray) -> dict[bytes, Any]:
+        if arr.dtype.kind in _REJECTED_DTYPE_KINDS:
+            raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
+        arr = np.ascontiguousarray(arr)
+        if self.threshold is not None and arr.nbytes >= self.threshold:
+            self.frames.append(memoryview(arr).cast("B"))
+            return {
+                _K_NDARRAY: True,
+                b"dtype": arr.dtype.str,
+                b"shape": list(arr.shape),
+                b"frame": len(self.frames) - 1,
+            }
+        # same key order and types as openpi-client's pack_array, so its decoder reads it
+        return {_K_NDARRAY: True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": arr.shape}
+
+    def _image(self, image: EncodedImage) -> dict[bytes, Any]:
+        if self.threshold is not None and len(image.data) >= self.threshold:
+            self.frames.append(image.data)
+            return {_K_IMAGE: image.format, b"frame": len(self.frames) - 1}
+        return {_K_IMAGE: image.format, b"data": bytes(image.data)}
+
+
+def encode_message(
+    header: dict[str, Any], frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES
+) -> list[Buffer]:
+    """Header map (may contain numpy arrays and EncodedImages) -> [header_bytes, buffer_0, ...].
+
+    ``frame_threshold_bytes=None`` keeps every array inline (openpi-compatible single blob).
+    """
+    collector = _FrameCollector(frame_threshold_bytes)
+    header_bytes = msgpack.packb(header, default=collector, use_bin_type=True)
+    return [header_bytes, *collector.frames]
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _get(obj: dict[Any, Any], key: str) -> Any:
+    """Field lookup accepting the key as msgpack str or bin."""
+    if key in obj:
+        return obj[key]
+    return obj.get(key.encode())
+
+
+def _has(obj: dict[Any, Any], key: str) -> bool:
+    return key in obj or key.encode() in obj
+
+
+class _Materializer:
+    """msgpack ``object_hook`` that builds arrays and encoded images from their maps."""
+
+    def __init__(self, buffers: Sequence[Buffer], max_array_bytes: int) -> None:
+        self.buffers = buffers
+        self.max_array_bytes = max_array_bytes
+
+    def __call__(self, obj: dict[Any, Any]) -> Any:
+        if _has(obj, NDARRAY_KEY):
+            return self._array(obj)
+        if _has(obj, IMAGE_KEY):
+            return self._image(obj)
+        if _has(obj, NPGENERIC_KEY):
+            return self._scalar(obj)
+        return obj
+
+    def _payload(self, obj: dict[Any, Any], what: str) -> Buffer:
+        has_data, has_frame = _has(obj, "data"), _has(obj, "frame")
+        if has_data == has_frame:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: exactly one of 'data' or 'frame' is required")
+        if has_data:
+            data = _get(obj, "data")
+            if not isinstance(data, bytes):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'data' must be bin, got {type(data).__name__}")
+            return data
+        index = _get(obj, "frame")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'frame' must be an int, got {index!r}")
+        if not 0 <= index < len(self.buffers):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"{what}: 'frame' {index} does not exist (message has {len(self.buffers)} buffer frames)",
+            )
+        return self.buffers[index]
+
+    def _dtype(self, obj: dict[Any, Any]) -> np.dtype[Any]:
+        raw = _get(obj, "dtype")
+        if isinstance(raw, bytes):
+            raw = raw.decode("ascii", "replace")
+        if not isinstance(raw, str) or len(raw) > 16:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {raw!r}")
+        try:
+            dtype = np.dtype(raw)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: unknown dtype {raw!r}") from exc
+        if dtype.kind in _REJECTED_DTYPE_KINDS or dtype.itemsize == 0 or dtype.hasobject:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: dtype {raw!r} is not allowed (object/void/complex)")
+        return dtype
+
+    def _array(self, obj: dict[Any, Any]) -> np.ndarray:
+        dtype = self._dtype(obj)
+        shape = _get(obj, "shape")
+        if not isinstance(shape, (list, tuple)) or len(shape) > MAX_NDIM:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {shape!r}")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must hold non-negative ints, got {shape!r}")
+        expected_bytes = math.prod(shape) * dtype.itemsize
+        if expected_bytes > self.max_array_bytes:
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"array of shape {list(shape)} {dtype.str} is {expected_bytes} bytes, limit {self.max_array_bytes}",
+            )
+        data = self._payload(obj, "array")
+        if len(data) != expected_bytes:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"array: shape {list(shape)} of {dtype.str} needs {expected_bytes} bytes, got {len(data)}",
+            )
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def _image(self, obj: dict[Any, Any]) -> EncodedImage:
+        fmt = _get(obj, IMAGE_KEY)
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("ascii", "replace")
+        if fmt not in IMAGE_FORMATS:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"image: '__image__' must be one of {list(IMAGE_FORMATS)}, got {fmt!r}"
+            )
+        data = self._payload(obj, "image")
+        if len(data) > self.max_array_bytes:
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"encoded image is {len(data)} bytes, limit {self.max_array_bytes}"
+            )
+        return EncodedImage(fmt, data)
+
+    def _scalar(self, obj: dict[Any, Any]) -> Any:
+        dtype = self._dtype(obj)
+        value = _get(obj, "data")
+        if not isinstance(value, (int, float, bool)):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: 'data' must be a number, got {value!r}")
+        try:
+            return dtype.type(value)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r} is not a valid {dtype.str}") from exc
+
+
+def decode_header(header_bytes: Buffer, buffers: Sequence[Buffer], max_array_bytes: int) -> Any:
+    """Decode one header frame, materialising arrays (zero-copy views of ``buffers``)."""
+    try:
+        return msgpack.unpackb(
+            header_bytes,
+            raw=False,
+            object_hook=_Materializer(buffers, max_array_bytes),
+            strict_map_key=False,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for corrupt input
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc

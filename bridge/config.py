@@ -1,0 +1,224 @@
+"""Configuration: frozen dataclasses loaded from TOML, validated on load.
+
+Every error names the offending key (``server.max_batch: expected int, got 'x'``). Defaults
+live here and nowhere else; ``configs/default.toml`` spells them out for users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from models.registry import ModelSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    name: str = "vtla-bridge"
+    auth_tokens: tuple[str, ...] = ()  # empty -> no auth
+    max_inflight: int = 512  # requests admitted and not yet answered, all clients together
+    max_inflight_per_client: int = 64  # per connection identity: no client can starve the others
+    max_message_bytes: int = 64 * 1024 * 1024  # whole request; larger -> payload_too_large
+    decode_workers: int = 2  # threads that decode JPEG/PNG before the inference loop
+    frame_threshold_bytes: int = 1024  # reply arrays this large travel as separate frames
+    shutdown_grace_s: float = 5.0  # on SIGINT/SIGTERM: time to finish in-flight work
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_image_width: int = 4096
+    max_image_height: int = 4096
+    max_image_pixels: int = 16_777_216
+    max_array_bytes: int = 64 * 1024 * 1024
+    max_instruction_chars: int = 2000
+    max_deadline_ms: float = 3_600_000.0
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch: int = 64
+    max_wait_ms: float = 0.0  # 0: never wait for stragglers (lowest latency)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    device: str = "auto"  # auto -> cuda if available, else cpu
+    dtype: str = "auto"  # auto -> bfloat16 on cuda, float32 on cpu
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    kind: str = "vtla"
+    preset: str = "tiny"
+    path: str = ""
+    hub_download: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.kind, self.preset, self.path, self.hub_download, self.options)
+
+
+@dataclass(frozen=True)
+class VlmConfig:
+    enabled: bool = True
+    kind: str = "moondream"
+    preset: str = "tiny"
+    path: str = ""
+    hub_download: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.kind, self.preset, self.path, self.hub_download, self.options)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server: str = ""  # inference server endpoint; empty -> server.bind
+    api_keys: tuple[str, ...] = ()  # X-Moondream-Auth keys; VLM_API_KEY adds one
+    max_body_bytes: int = 32 * 1024 * 1024
+    request_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    vlm: VlmConfig = field(default_factory=VlmConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{path}: must be > 0, got {value}")
+
+
+def _validate(cfg: BridgeConfig) -> None:
+    for name in ("max_inflight", "max_inflight_per_client", "max_message_bytes", "decode_workers"):
+        _positive(f"server.{name}", getattr(cfg.server, name))
+    for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
+        _positive(f"limits.{name}", getattr(cfg.limits, name))
+    _positive("batching.max_batch", cfg.batching.max_batch)
+    if cfg.batching.max_wait_ms < 0:
+        raise ConfigError(f"batching.max_wait_ms: must be >= 0, got {cfg.batching.max_wait_ms}")
+    if cfg.server.frame_threshold_bytes < 0:
+        raise ConfigError("server.frame_threshold_bytes: must be >= 0")
+    if not cfg.server.bind.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ConfigError(f"server.bind: expected tcp://, ipc:// or inproc:// endpoint, got {cfg.server.bind!r}")
+    if cfg.device.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"device.dtype: expected auto, float32, bfloat16 or float16, got {cfg.device.dtype!r}")
+    if not 0 < cfg.http.port < 65536:
+        raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
+
+
+def _coerce(path: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+        return _build(hint, value, path)  # type: ignore[arg-type]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+        return MappingProxyType(dict(value))
+    raise ConfigError(f"{path}: unsupported config type {hint!r}")  # pragma: no cover
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        where = f"[{prefix}]" if prefix else "top level"
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in table.items():
+        path = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(path, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_mapping(table: Mapping[str, Any]) -> BridgeConfig:
+    config: BridgeConfig = _build(BridgeConfig, table)
+    return config
+
+
+def load_config(path: str | Path | None = None) -> BridgeConfig:
+    """Load a TOML file; ``None`` gives the built-in defaults (same as configs/default.toml)."""
+    if path is None:
+        return BridgeConfig()
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return config_from_mapping(table)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def with_overrides(config: BridgeConfig, **sections: Mapping[str, Any]) -> BridgeConfig:
+    """A copy with some fields of some sections replaced, e.g. ``server={"bind": ...}``."""
+    changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(config, **changes)
+
+
+def resolve_device(config: DeviceConfig) -> tuple[str, str]:
+    """-> (device, dtype) with "auto" resolved. Imports torch: call only in the server."""
+    import torch
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+

@@ -1,0 +1,91 @@
+"""Images arriving over HTTP (uploads and ``data:`` URIs) -> protocol image arguments.
+
+JPEG and PNG pass through unchanged (the inference server decodes them after checking its
+limits); other formats Pillow reads are decoded here, after the same checks, to RGB arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bridge.codec import EncodedImage
+from bridge.http.errors import ApiError
+from bridge.protocol import ErrorCode
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_width: int
+    max_height: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class HttpImage:
+    arg: EncodedImage | np.ndarray  # what the protocol's ``image`` argument carries
+    width: int
+    height: int
+
+
+def decode_data_uri(uri: object, field: str = "image_url") -> bytes:
+    """``data:image/jpeg;base64,...`` -> bytes. Remote URLs are refused (no fetching)."""
+    if not isinstance(uri, str) or not uri:
+        raise ApiError(422, "validation_error", f"{field}: expected a data URI string")
+    if not uri.startswith("data:"):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: only data: URIs are accepted")
+    meta, sep, payload = uri[len("data:") :].partition(",")
+    if not sep or not meta.endswith(";base64"):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: expected data:<mime>;base64,<data>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: invalid base64") from None
+
+
+def _check_size(width: int, height: int, limits: ImageLimits, field: str) -> None:
+    if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels:
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"{field}: {width}x{height} exceeds the limits "
+            f"({limits.max_width}x{limits.max_height}, {limits.max_pixels} pixels)",
+        )
+
+
+def load_image(data: bytes, limits: ImageLimits, field: str = "image") -> HttpImage:
+    """Bytes of an image file -> protocol argument and size (width, height)."""
+    if not data:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: empty")
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            width, height = img.size
+            _check_size(width, height, limits, field)
+            if data.startswith(_JPEG_MAGIC):
+                return HttpImage(EncodedImage("jpeg", data), width, height)
+            if data.startswith(_PNG_MAGIC):
+                return HttpImage(EncodedImage("png", data), width, height)
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: not a readable image") from None
+    return HttpImage(np.ascontiguousarray(rgb), width, height)
+
+
+def load_rgb_array(data: bytes, limits: ImageLimits, field: str) -> np.ndarray:
+    """Bytes of an image file -> (H, W, 3) uint8 RGB, decoded here (e.g. a tactile image)."""
+    if not data:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: empty")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            _check_size(img.size[0], img.size[1], limits, field)
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: not a readable image") from None

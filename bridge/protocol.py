@@ -1,0 +1,104 @@
+"""Wire protocol v1 constants: the one place that names versions, ops, keys and error codes.
+
+The contract itself is docs/protocol.md (a copy of shared/PROTOCOL.md, extended compatibly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = (1,)
+
+# ops
+OP_HELLO: Final = "hello"
+OP_HEALTH: Final = "health"
+OP_STATS: Final = "stats"
+OP_ACT: Final = "act"
+OP_RESET: Final = "reset"
+OP_CAPTION: Final = "caption"
+OP_QUERY: Final = "query"
+OP_DETECT: Final = "detect"
+OP_POINT: Final = "point"
+CONTROL_OPS: Final = (OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET)
+GENERATION_OPS: Final = (OP_CAPTION, OP_QUERY, OP_DETECT, OP_POINT)
+STREAMING_OPS: Final = (OP_CAPTION, OP_QUERY)
+ALL_OPS: Final = (*CONTROL_OPS, OP_ACT, *GENERATION_OPS)
+
+CAPTION_LENGTHS: Final = ("short", "normal", "long")
+
+# value markers (decoders accept them as str or bin; this project's encoders write bin)
+NDARRAY_KEY: Final = "__ndarray__"
+NPGENERIC_KEY: Final = "__npgeneric__"  # openpi-client's numpy scalar form, accepted on input
+IMAGE_KEY: Final = "__image__"
+IMAGE_FORMATS: Final = ("jpeg", "png")
+
+
+class ErrorCode:
+    BAD_REQUEST: Final = "bad_request"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
+    UNKNOWN_OP: Final = "unknown_op"
+    UNAUTHORIZED: Final = "unauthorized"
+    PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+    OVERLOADED: Final = "overloaded"
+    DEADLINE_EXCEEDED: Final = "deadline_exceeded"
+    MODEL_UNAVAILABLE: Final = "model_unavailable"
+    INTERNAL: Final = "internal"
+
+
+# code -> retryable, exactly as the protocol's table says
+RETRYABLE: Final[Mapping[str, bool]] = MappingProxyType(
+    {
+        ErrorCode.BAD_REQUEST: False,
+        ErrorCode.UNSUPPORTED_VERSION: False,
+        ErrorCode.UNKNOWN_OP: False,
+        ErrorCode.UNAUTHORIZED: False,
+        ErrorCode.PAYLOAD_TOO_LARGE: False,
+        ErrorCode.OVERLOADED: True,
+        ErrorCode.DEADLINE_EXCEEDED: True,
+        ErrorCode.MODEL_UNAVAILABLE: True,
+        ErrorCode.INTERNAL: True,
+    }
+)
+
+ACTION_DESCRIPTION: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "0-2": "translation (dx, dy, dz) in meters",
+        "3-5": "rotation (droll, dpitch, dyaw) in radians",
+        "6": "gripper (0=open, 1=closed)",
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A request the server answers with an error reply (raised while handling it)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in RETRYABLE:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return RETRYABLE[self.code]
+
+
+def error_header(request_id: object, code: str, message: str) -> dict[str, object]:
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "ok": False,
+        "error": {"code": code, "message": message, "retryable": RETRYABLE[code]},
+    }
+
+
+def success_header(request_id: object, result: object, timing: Mapping[str, float]) -> dict[str, object]:
+    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result, "timing": dict(timing)}
+
+
+def partial_header(request_id: object, chunk: str) -> dict[str, object]:
+    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "partial": {"chunk": chunk}}

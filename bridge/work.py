@@ -1,0 +1,104 @@
+"""Units of work travelling from the I/O side to the inference loop, and replies travelling back.
+
+The :class:`Outbox` is the only way any thread other than the I/O thread gets a reply onto the
+ROUTER socket: it encodes the reply, queues the frames and wakes the I/O thread through a pipe
+that the I/O thread's poller watches (one socket, one thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.codec import Buffer, encode_message
+from bridge.protocol import ProtocolError, error_header, partial_header, success_header
+
+logger = logging.getLogger(__name__)
+
+ClientKey = tuple[bytes, ...]  # the routing envelope identifies the client
+
+
+@dataclass
+class Work:
+    """One admitted request. ``payload`` is an Observation, a GenerationRequest or a session."""
+
+    envelope: list[Buffer]
+    client: ClientKey
+    request_id: int | str
+    op: str
+    received_s: float  # time.perf_counter() when the I/O thread read it
+    deadline_s: float | None  # perf_counter() time after which it must not start
+    payload: Any = None
+    started_s: float = 0.0
+    compute_ms: float = 0.0  # generation: accumulated model time for this request
+    batch_size: int = 1
+
+    def expired(self, now_s: float) -> bool:
+        return self.deadline_s is not None and now_s > self.deadline_s
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    client: ClientKey
+    frames: list[Buffer]  # envelope + b"" + header + buffers
+    final: bool
+
+
+class Outbox:
+    """Thread-safe reply queue drained by the I/O thread; ``wake_fd`` becomes readable on put."""
+
+    def __init__(self, frame_threshold_bytes: int) -> None:
+        self._queue: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self.frame_threshold_bytes = frame_threshold_bytes
+
+    @property
+    def wake_fd(self) -> int:
+        return self._read_fd
+
+    def _put(self, client: ClientKey, envelope: list[Buffer], header: dict[str, Any], final: bool) -> None:
+        frames = encode_message(header, self.frame_threshold_bytes)
+        self._queue.put(Outgoing(client, [*envelope, b"", *frames], final))
+        try:
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
+            pass
+
+    def drain(self) -> list[Outgoing]:
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def success(self, work: Work, result: Any) -> None:
+        now = time.perf_counter()
+        timing = {
+            "queue_ms": (work.started_s - work.received_s) * 1000.0 if work.started_s else 0.0,
+            "compute_ms": work.compute_ms,
+            "server_ms": (now - work.received_s) * 1000.0,
+            "batch_size": work.batch_size,
+        }
+        self._put(work.client, work.envelope, success_header(work.request_id, result, timing), True)
+
+    def partial(self, work: Work, chunk: str) -> None:
+        self._put(work.client, work.envelope, partial_header(work.request_id, chunk), False)
+
+    def error(self, work: Work, exc: ProtocolError) -> None:
+        self._put(work.client, work.envelope, error_header(work.request_id, exc.code, exc.message), True)
+
+    def close(self) -> None:
+        os.close(self._read_fd)
+        os.close(self._write_fd)

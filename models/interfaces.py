@@ -1,0 +1,161 @@
+"""The contract between the inference loop and the models it serves.
+
+Two kinds of model sit behind the server:
+
+* an :class:`ActPolicy` answers ``act``: single-shot, batched across clients (one forward per
+  batch of observations that share a :meth:`ActPolicy.batch_key`);
+* a :class:`Generator` answers the step-wise ops (``caption``, ``query``, ``detect``,
+  ``point``): requests are *admitted* (image encode + prefill) and then all active sequences
+  advance together, one :meth:`Generator.step` at a time, so control work can run between steps.
+
+This module must stay free of torch imports: the server's I/O side and the tests use it
+without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """An observation or generation request the model cannot serve (reported as bad_request)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model, reported in ``hello``, ``health`` and the startup banner."""
+
+    name: str
+    kind: str
+    device: str
+    dtype: str
+    random_weights: bool
+    parameters: int
+    source: str  # preset name or checkpoint directory
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One ``act`` request, decoded and validated by the server.
+
+    ``images`` maps a camera name to an (H, W, 3) uint8 RGB array. A request's single ``image``
+    argument arrives under the model's first camera name (``describe()["cameras"][0]``).
+    """
+
+    images: Mapping[str, np.ndarray]
+    instruction: str | None = None
+    tactile_image: np.ndarray | None = None  # (H, W, 3) uint8 or float32
+    force_torque: np.ndarray | None = None  # (6,) float32
+    proprio: np.ndarray | None = None  # (P,) float32
+    session: str | None = None
+
+
+class ActPolicy(Protocol):
+    """A policy served by ``act``."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def describe(self) -> dict[str, Any]:
+        """The model's ``hello`` entry: action spec, image size, cameras, tactile inputs."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The ``stats`` op's result: the action normalisation as the predecessor published it."""
+        ...
+
+    def validate(self, obs: Observation) -> None:
+        """Raise :class:`InputError` when this observation cannot be served."""
+        ...
+
+    def batch_key(self, obs: Observation) -> Hashable:
+        """Observations with equal keys can share one forward pass."""
+        ...
+
+    def act(self, batch: Sequence[Observation]) -> np.ndarray:
+        """One forward for the batch -> (B, H, action_dim) float32 actions in physical units."""
+        ...
+
+    def reset(self, session: str | None) -> None:
+        """Clear per-session state (a no-op for stateless policies)."""
+        ...
+
+    def warmup(self) -> None:
+        """Run the shapes the server will see once, before health reports ok."""
+        ...
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.0  # 0 -> argmax
+    top_p: float = 1.0
+    max_tokens: int = 256
+    max_objects: int = 50
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One Moondream-style request. ``key`` is unique among the server's live requests."""
+
+    key: int
+    skill: str  # "caption" | "query" | "detect" | "point"
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    text: str | None = None  # the question (query) or the object (detect, point)
+    length: str = "normal"  # caption length: "short" | "normal" | "long"
+    stream: bool = False
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """Progress of one request: a streamed text chunk, a final result, or an input error."""
+
+    key: int
+    chunk: str | None = None
+    result: dict[str, Any] | None = None  # final: {"caption"|"answer": str, "finish_reason", "metrics"} ...
+    error: str | None = None  # final: bad input discovered during admission (-> bad_request)
+
+    @property
+    def final(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+class Generator(Protocol):
+    """A step-wise generative model with several KV-cache slots (continuous batching)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def skills(self) -> Sequence[str]:
+        """The ops this generator serves, e.g. ("caption", "query", "detect", "point")."""
+        ...
+
+    def free_slots(self) -> int: ...
+
+    def active(self) -> int:
+        """Number of sequences currently decoding."""
+        ...
+
+    def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
+        """Encode the image and prefill the prompt into a free slot.
+
+        May already return events (a first chunk, or a final result for requests that finish
+        during prefill). Raises :class:`InputError` for bad input, leaving no slot taken.
+        """
+        ...
+
+    def step(self) -> list[GenerationEvent]:
+        """Advance every active sequence by one decode step, together."""
+        ...
+
+    def cancel(self, key: int) -> None:
+        """Drop a request (client gone or deadline passed) and free its slot."""
+        ...
+
+    def warmup(self) -> None: ...

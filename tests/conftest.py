@@ -1,0 +1,47 @@
+"""Fixtures shared by all tests: real servers on real sockets, with injectable models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from bridge.config import BridgeConfig, with_overrides
+from bridge.server import InferenceServer
+from tests.doubles import EchoPolicy, WordGenerator
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+StartServer = Callable[..., InferenceServer]
+
+
+def server_config(**sections: dict[str, Any]) -> BridgeConfig:
+    base = with_overrides(BridgeConfig(), server={"bind": "tcp://127.0.0.1:*", "shutdown_grace_s": 2.0})
+    return with_overrides(base, **sections) if sections else base
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """Start InferenceServers (test-double models unless ``real_models=True``); stopped at teardown."""
+    servers: list[InferenceServer] = []
+
+    def start(
+        policy: Any = None, generator: Any = None, real_models: bool = False, **sections: dict[str, Any]
+    ) -> InferenceServer:
+        config = server_config(**sections)
+        kwargs: dict[str, Any] = {}
+        if not real_models:
+            policy = policy or EchoPolicy()
+            generator = generator or WordGenerator()
+            kwargs = {"load_policy": lambda *a: policy, "load_generator": lambda *a: generator}
+        server = InferenceServer(config, **kwargs)
+        server.start()
+        servers.append(server)
+        assert server.wait_ready(120), server.loop.state.detail
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
