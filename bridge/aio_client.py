@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import zmq
@@ -56,7 +56,7 @@ _Event = Partial | Reply | BridgeError
 
 
 class _Pending:
-    __slots__ = ("events", "sent_at", "op")
+    __slots__ = ("events", "op", "sent_at")
 
     def __init__(self, op: str) -> None:
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
@@ -153,7 +153,7 @@ class AsyncBridgeClient:
 
     async def _exchange(
         self, op: str, args: Mapping[str, Any] | None, deadline_ms: float | None, timeout_s: float | None
-    ) -> AsyncIterator[Partial | Reply]:
+    ) -> AsyncGenerator[Partial | Reply, None]:
         sock = self._ensure_connected()
         request_id = next(self._ids)
         frames = build_request(request_id, op, args, deadline_ms, self.auth, self.frame_threshold_bytes)
@@ -196,8 +196,8 @@ class AsyncBridgeClient:
 
     def stream(
         self, op: str, args: Mapping[str, Any], *, deadline_ms: float | None = None, timeout_s: float | None = None
-    ) -> AsyncIterator[Partial | Reply]:
-        """Partial chunks, then the final Reply, of a streaming op."""
+    ) -> AsyncGenerator[Partial | Reply, None]:
+        """Partial chunks, then the final Reply, of a streaming op (``aclose()`` it to abandon)."""
         return self._exchange(op, {**args, "stream": True}, deadline_ms, timeout_s)
 
     # ------------------------------------------------------------------ ops
@@ -262,4 +262,3 @@ class AsyncBridgeClient:
     async def point(self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None) -> RegionResult:
         reply = await self.call(OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)})
         return RegionResult(list(reply.result["points"]), reply.timing, reply.round_trip_ms)
-

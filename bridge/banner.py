@@ -12,9 +12,11 @@ def banner(config: BridgeConfig, server: InferenceServer) -> str:
     state = server.loop.state
     lines = [_RULE, f" vtla-bridge inference server  ·  protocol v1  ·  {server.endpoint}", _RULE]
     lines.append(f" device: {state.device}  dtype: {state.dtype}  cuda_available: {state.cuda_available}")
-    lines.append(f" batching: max_batch={config.batching.max_batch} max_wait_ms={config.batching.max_wait_ms:g}"
-                 f"  max_inflight={config.server.max_inflight}"
-                 f" (per client {config.server.max_inflight_per_client})")
+    lines.append(
+        f" batching: max_batch={config.batching.max_batch} max_wait_ms={config.batching.max_wait_ms:g}"
+        f"  max_inflight={config.server.max_inflight}"
+        f" (per client {config.server.max_inflight_per_client})"
+    )
     lines.append(f" auth: {'token' if config.server.auth_tokens else 'none'}")
     random_models = []
     for loaded in (state.policy, state.vlm):
@@ -22,8 +24,9 @@ def banner(config: BridgeConfig, server: InferenceServer) -> str:
             continue
         info = loaded.info
         tag = "  <<< RANDOM WEIGHTS >>>" if info.random_weights else ""
-        lines.append(f" {loaded.role:<6} {info.name} ({info.kind}) from {info.source}: "
-                     f"{info.parameters / 1e6:.2f} M params{tag}")
+        lines.append(
+            f" {loaded.role:<6} {info.name} ({info.kind}) from {info.source}: {info.parameters / 1e6:.2f} M params{tag}"
+        )
         if info.random_weights:
             random_models.append(info.name)
     if random_models:

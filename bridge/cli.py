@@ -99,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        print(f"vtla-bridge {command}: not available ({exc}); see the README for the extras to install",
-              file=sys.stderr)
+        print(
+            f"vtla-bridge {command}: not available ({exc}); see the README for the extras to install", file=sys.stderr
+        )
         return 2
     result = getattr(module, func)(rest)
     return int(result or 0)

@@ -217,15 +217,17 @@ class BridgeClient:
     def detect(
         self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None, timeout_s: float | None = None
     ) -> RegionResult:
-        reply = self.call(OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)},
-                          timeout_s=timeout_s)
+        reply = self.call(
+            OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
+        )
         return RegionResult(list(reply.result["objects"]), reply.timing, reply.round_trip_ms)
 
     def point(
         self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None, timeout_s: float | None = None
     ) -> RegionResult:
-        reply = self.call(OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)},
-                          timeout_s=timeout_s)
+        reply = self.call(
+            OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
+        )
         return RegionResult(list(reply.result["points"]), reply.timing, reply.round_trip_ms)
 
     def _text(

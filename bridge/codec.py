@@ -62,7 +62,7 @@ class _FrameCollector:
             raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
         arr = np.ascontiguousarray(arr)
         if self.threshold is not None and arr.nbytes >= self.threshold:
-            self.frames.append(memoryview(arr).cast("B"))
+            self.frames.append(memoryview(arr).cast("B"))  # type: ignore[arg-type]
             return {
                 _K_NDARRAY: True,
                 b"dtype": arr.dtype.str,

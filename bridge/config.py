@@ -221,4 +221,3 @@ def resolve_device(config: DeviceConfig) -> tuple[str, str]:
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     return device, dtype
-

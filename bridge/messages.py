@@ -62,7 +62,9 @@ class TextResult:
     @classmethod
     def from_reply(cls, reply: Reply, key: str) -> TextResult:
         r = reply.result
-        return cls(str(r[key]), str(r.get("finish_reason", "")), r.get("metrics", {}), reply.timing, reply.round_trip_ms)
+        return cls(
+            str(r[key]), str(r.get("finish_reason", "")), r.get("metrics", {}), reply.timing, reply.round_trip_ms
+        )
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ def readable_id(header: Any) -> int | str | None:
     return None
 
 
-def parse_head(header: Any, auth_tokens: tuple[str, ...], served_ops: frozenset[str], max_deadline_ms: float) -> RequestHead:
+def parse_head(
+    header: Any, auth_tokens: tuple[str, ...], served_ops: frozenset[str], max_deadline_ms: float
+) -> RequestHead:
     if not isinstance(header, dict):
         raise _bad(f"header must be a msgpack map, got {type(header).__name__}")
     if "id" not in header:
@@ -73,9 +75,7 @@ def parse_head(header: Any, auth_tokens: tuple[str, ...], served_ops: frozenset[
         )
     if auth_tokens:
         token = header.get("auth")
-        if not isinstance(token, str) or not any(
-            hmac.compare_digest(token.encode(), t.encode()) for t in auth_tokens
-        ):
+        if not isinstance(token, str) or not any(hmac.compare_digest(token.encode(), t.encode()) for t in auth_tokens):
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong 'auth' token")
     op = header.get("op")
     if not isinstance(op, str):
@@ -151,7 +151,9 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
     return image, force_torque
 
 
-def parse_act(args: Mapping[str, Any], default_camera: str, limits: ImageLimits, max_instruction_chars: int) -> Observation:
+def parse_act(
+    args: Mapping[str, Any], default_camera: str, limits: ImageLimits, max_instruction_chars: int
+) -> Observation:
     has_image, has_images = args.get("image") is not None, args.get("images") is not None
     if has_image == has_images:
         raise _bad("args: exactly one of 'image' (the primary camera) or 'images' (camera -> image) is required")
@@ -228,10 +230,15 @@ def parse_generation(op: str, key: int, args: Mapping[str, Any], limits: ImageLi
     else:
         text = _string(args, "object", _MAX_TEXT_CHARS, required=True)
     return GenerationRequest(
-        key=key, skill=op, image=image, text=text, length=length, stream=stream, settings=_settings(args.get("settings"))
+        key=key,
+        skill=op,
+        image=image,
+        text=text,
+        length=length,
+        stream=stream,
+        settings=_settings(args.get("settings")),
     )
 
 
 def parse_session(args: Mapping[str, Any]) -> str | None:
     return _string(args, "session", _MAX_SESSION_CHARS)
-

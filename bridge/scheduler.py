@@ -142,8 +142,9 @@ class InferenceLoop:
             self.state.vlm = LoadedModel("vlm", generator.info, generator.describe(), None, tuple(generator.skills()))
         for loaded in (self.state.policy, self.state.vlm):
             if loaded is not None and loaded.info.random_weights:
-                logger.warning("%s (%s) has RANDOM WEIGHTS: its outputs are meaningless", loaded.info.name,
-                               loaded.info.source)
+                logger.warning(
+                    "%s (%s) has RANDOM WEIGHTS: its outputs are meaningless", loaded.info.name, loaded.info.source
+                )
         self._update_gpu_memory()
         if self.state.status == "loading":
             self.state.status = "ok"

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -175,11 +176,15 @@ class InferenceServer:
         if split is None or split == 0:
             # no delimiter: answer the sender (first identity) so a buggy DEALER learns why
             envelope: list[Buffer] = [frames[0].bytes]
-            self._reply_error(sock, envelope, None, ProtocolError(
-                ErrorCode.BAD_REQUEST, "message has no empty delimiter frame before the header"))
+            self._reply_error(
+                sock,
+                envelope,
+                None,
+                ProtocolError(ErrorCode.BAD_REQUEST, "message has no empty delimiter frame before the header"),
+            )
             return
         envelope = [f.bytes for f in frames[:split]]
-        body = frames[split + 1:]
+        body = frames[split + 1 :]
         if not body:
             self._reply_error(sock, envelope, None, ProtocolError(ErrorCode.BAD_REQUEST, "message has no header frame"))
             return
@@ -192,15 +197,17 @@ class InferenceServer:
                     f"message is {size} bytes, limit {self.config.server.max_message_bytes}",
                 )
             header = decode_header(body[0].buffer, [f.buffer for f in body[1:]], self.config.limits.max_array_bytes)
-            head = parse_head(header, self.config.server.auth_tokens, self._served_ops(),
-                              self.config.limits.max_deadline_ms)
+            head = parse_head(
+                header, self.config.server.auth_tokens, self._served_ops(), self.config.limits.max_deadline_ms
+            )
             self._dispatch(sock, envelope, head, received_s)
         except ProtocolError as exc:
             self._reply_error(sock, envelope, readable_id(header), exc)
         except Exception:  # never let one request take the I/O thread down
             logger.exception("unexpected error handling a request")
-            self._reply_error(sock, envelope, readable_id(header),
-                              ProtocolError(ErrorCode.INTERNAL, "unexpected server error"))
+            self._reply_error(
+                sock, envelope, readable_id(header), ProtocolError(ErrorCode.INTERNAL, "unexpected server error")
+            )
 
     def _served_ops(self) -> frozenset[str]:
         ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT}
@@ -242,11 +249,13 @@ class InferenceServer:
         if state.status == "loading":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "models are still loading")
         if op == OP_ACT and state.policy is None:
-            raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, f"no policy is loaded ({state.detail or 'not configured'})")
+            raise ProtocolError(
+                ErrorCode.MODEL_UNAVAILABLE, f"no policy is loaded ({state.detail or 'not configured'})"
+            )
         if op in GENERATION_OPS and (state.vlm is None or op not in state.vlm.skills):
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, f"no model serving {op!r} is loaded")
 
-    def _prepare_and_submit(self, work: Work, args: dict[str, Any], key: int) -> None:
+    def _prepare_and_submit(self, work: Work, args: Mapping[str, Any], key: int) -> None:
         """Parse op arguments into the payload (in the I/O thread, or a decode worker for JPEG/PNG)."""
         try:
             if work.op == OP_ACT:
@@ -270,8 +279,11 @@ class InferenceServer:
 
     def _hello(self) -> dict[str, Any]:
         state = self.loop.state
-        models = {m.info.name: {**m.description, "kind": m.info.kind, "random_weights": m.info.random_weights}
-                  for m in (state.policy, state.vlm) if m is not None}
+        models = {
+            m.info.name: {**m.description, "kind": m.info.kind, "random_weights": m.info.random_weights}
+            for m in (state.policy, state.vlm)
+            if m is not None
+        }
         limits = self.config.limits
         return {
             "protocol": list(SUPPORTED_VERSIONS),
@@ -295,17 +307,26 @@ class InferenceServer:
     def _health(self) -> dict[str, Any]:
         state = self.loop.state
         models: dict[str, Any] = {}
-        for role, spec_kind, loaded in (("policy", self.config.policy.kind, state.policy),
-                                        ("vlm", self.config.vlm.kind, state.vlm)):
+        for role, spec_kind, loaded in (
+            ("policy", self.config.policy.kind, state.policy),
+            ("vlm", self.config.vlm.kind, state.vlm),
+        ):
             if role == "vlm" and not self.config.vlm.enabled:
                 continue
             if loaded is None:
                 models[spec_kind] = {"loaded": False, "role": role}
             else:
                 info = loaded.info
-                models[info.name] = {"loaded": True, "role": role, "kind": info.kind,
-                                     "random_weights": info.random_weights, "parameters": info.parameters,
-                                     "device": info.device, "dtype": info.dtype, "source": info.source}
+                models[info.name] = {
+                    "loaded": True,
+                    "role": role,
+                    "kind": info.kind,
+                    "random_weights": info.random_weights,
+                    "parameters": info.parameters,
+                    "device": info.device,
+                    "dtype": info.dtype,
+                    "source": info.source,
+                }
         status = state.status
         if status == "ok" and not self.loop.alive:
             status = "degraded"
@@ -329,4 +350,3 @@ class InferenceServer:
         if policy is None or policy.stats is None:
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "no policy is loaded")
         return policy.stats
-
