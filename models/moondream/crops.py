@@ -1,0 +1,114 @@
+"""Moondream's overlap-crop scheme: one global crop plus overlapping local tiles, and the stitch back.
+
+The image is covered by ``rows x cols`` tiles of ``crop_size`` pixels that overlap by
+``2 * overlap_margin`` patches; each tile's usable window is the crop minus its margins. After
+the vision encoder, :func:`stitch_tiles` keeps each tile's window (plus the outer margins at the
+image border) and lays them out as one feature map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.moondream.config import VisionConfig
+
+
+@dataclass(frozen=True)
+class Tiling:
+    rows: int
+    cols: int
+
+    @property
+    def n_tiles(self) -> int:
+        return self.rows * self.cols
+
+
+def select_tiling(height_px: int, width_px: int, window_px: int, max_crops: int) -> Tiling:
+    """How many tiles (rows, cols) of usable size ``window_px`` cover an image, at most ``max_crops``."""
+    if height_px <= window_px or width_px <= window_px:
+        return Tiling(1, 1)
+    min_rows = math.ceil(height_px / window_px)
+    min_cols = math.ceil(width_px / window_px)
+    if min_rows * min_cols > max_crops:
+        ratio = math.sqrt(max_crops / (min_rows * min_cols))
+        return Tiling(max(1, math.floor(min_rows * ratio)), max(1, math.floor(min_cols * ratio)))
+    # tiles following the aspect ratio, at least the minimum, scaled down when over budget
+    rows = max(math.floor(math.sqrt(max_crops * height_px / width_px)), min_rows)
+    cols = max(math.floor(math.sqrt(max_crops * width_px / height_px)), min_cols)
+    if rows * cols > max_crops:
+        if cols > rows:
+            cols = math.floor(max_crops / rows)
+        else:
+            rows = math.floor(max_crops / cols)
+    return Tiling(max(1, rows), max(1, cols))
+
+
+def window_px(config: VisionConfig) -> int:
+    """Usable (non-margin) side of a local crop in pixels (266 for the real model)."""
+    return (config.grid - 2 * config.overlap_margin) * config.enc_patch_size
+
+
+def tiling_for(height_px: int, width_px: int, config: VisionConfig) -> Tiling:
+    margin2_px = 2 * config.overlap_margin * config.enc_patch_size
+    return select_tiling(height_px - margin2_px, width_px - margin2_px, window_px(config), config.max_crops)
+
+
+def overlap_crops(image_hw3: np.ndarray, config: VisionConfig) -> tuple[np.ndarray, Tiling]:
+    """(H, W, 3) uint8 -> crops (1 + rows*cols, crop, crop, 3) uint8 (global first) and the tiling.
+
+    The image is resized (Lanczos) to exactly cover the tiles; the global crop is the whole image
+    resized to one crop. Tiles are read row-major.
+    """
+    height_px, width_px = image_hw3.shape[:2]
+    crop = config.crop_size
+    window = window_px(config)
+    margin2_px = 2 * config.overlap_margin * config.enc_patch_size
+    tiling = tiling_for(height_px, width_px, config)
+
+    pil = Image.fromarray(image_hw3)
+    target_h = tiling.rows * window + margin2_px
+    target_w = tiling.cols * window + margin2_px
+    resized = np.asarray(pil.resize((target_w, target_h), Image.Resampling.LANCZOS))
+    crops = np.zeros((1 + tiling.n_tiles, crop, crop, image_hw3.shape[2]), dtype=np.uint8)
+    crops[0] = np.asarray(pil.resize((crop, crop), Image.Resampling.LANCZOS))
+    for row in range(tiling.rows):
+        for col in range(tiling.cols):
+            y0, x0 = row * window, col * window
+            region = resized[y0 : y0 + crop, x0 : x0 + crop]
+            crops[1 + row * tiling.cols + col, : region.shape[0], : region.shape[1]] = region
+    return crops, tiling
+
+
+def crops_to_tensor(crops_nhw3: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> (N, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(crops_nhw3)).to(device=device)
+    x = x.permute(0, 3, 1, 2).to(dtype=torch.float32).div_(127.5).sub_(1.0)
+    return x.to(dtype=dtype)
+
+
+def stitch_tiles(tiles_nggc: torch.Tensor, tiling: Tiling, margin: int) -> torch.Tensor:
+    """Lay local tile features (n, g, g, C) out as one map ((rows*(g-2m)+2m), (cols*(g-2m)+2m), C).
+
+    Each tile contributes its window; tiles on the image border also keep their outer margin.
+    """
+    n, grid, grid_w, channels = tiles_nggc.shape
+    if n != tiling.n_tiles or grid != grid_w:
+        raise ValueError(f"expected {tiling.n_tiles} square tiles, got shape {tuple(tiles_nggc.shape)}")
+    step = grid - 2 * margin
+    out = tiles_nggc.new_zeros((tiling.rows * step + 2 * margin, tiling.cols * step + 2 * margin, channels))
+    for index in range(n):
+        row, col = divmod(index, tiling.cols)
+        y_start = 0 if row == 0 else margin
+        y_end = grid if row == tiling.rows - 1 else grid - margin
+        x_start = 0 if col == 0 else margin
+        x_end = grid if col == tiling.cols - 1 else grid - margin
+        out_y, out_x = row * step, col * step
+        out[out_y + y_start : out_y + y_end, out_x + x_start : out_x + x_end] = tiles_nggc[
+            index, y_start:y_end, x_start:x_end
+        ]
+    return out

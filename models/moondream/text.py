@@ -1,0 +1,148 @@
+"""Moondream's Phi-style text decoder with a multi-slot KV cache.
+
+Blocks are parallel: ``x + attn(ln(x)) + mlp(ln(x))`` with a fused, biased qkv and rotary
+embedding on the first ``rot_dim`` dims of each head. The first ``prefix_len`` positions (BOS +
+image tokens) attend to each other bidirectionally; everything after is causal.
+
+Keys (under ``model.text.``): ``wte`` (no ``.weight`` suffix), ``blocks.{i}.{ln,attn.qkv,attn.proj,
+mlp.fc1,mlp.fc2}``, ``post_ln``, ``lm_head``.
+
+Upstream rotates (first half, second half) of the rotary dims and writes the result interleaved;
+we write it back as halves. That is the same permutation for q and k, so attention is identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.moondream.config import TextConfig
+from models.moondream.layers import MLP, AttentionProj
+
+
+class KVCache:
+    """Preallocated keys/values: each (layers, slots, heads, context, head_dim)."""
+
+    def __init__(
+        self, config: TextConfig, slots: int, context: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        shape = (config.n_layers, slots, config.n_heads, context, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slots = slots
+        self.context = context
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+
+def rope_table(config: TextConfig, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables, each (context, rot_dim/2) float32."""
+    half = config.rot_dim // 2
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, half, dtype=torch.float32) * 2 / config.rot_dim))
+    angles = torch.arange(context, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(
+    x_bhtd: torch.Tensor, cos_b1th: torch.Tensor, sin_b1th: torch.Tensor, rot_dim: int
+) -> torch.Tensor:
+    half = rot_dim // 2
+    x1 = x_bhtd[..., :half].float()
+    x2 = x_bhtd[..., half:rot_dim].float()
+    rotated = torch.cat([x1 * cos_b1th - x2 * sin_b1th, x1 * sin_b1th + x2 * cos_b1th], dim=-1)
+    return torch.cat([rotated.to(x_bhtd.dtype), x_bhtd[..., rot_dim:]], dim=-1)
+
+
+class TextBlock(nn.Module):
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(config.dim, eps=config.ln_eps)
+        self.attn = AttentionProj(config.dim)
+        self.mlp = MLP(config.dim, config.ff_dim, config.dim)
+
+
+class TextModel(nn.Module):
+    def __init__(self, config: TextConfig, prefix_len: int) -> None:
+        super().__init__()
+        self.config = config
+        self.prefix_len = prefix_len
+        self.wte = nn.Parameter(torch.zeros(config.vocab_size, config.dim))
+        blocks = [TextBlock(config) for _ in range(config.n_layers)]
+        self.blocks = nn.ModuleList(blocks)
+        self._blocks: list[TextBlock] = blocks  # the same modules, typed
+        self.post_ln = nn.LayerNorm(config.dim, eps=config.ln_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size)
+        cos, sin = rope_table(config, config.max_context)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def rebuild_rope(self, device: torch.device) -> None:
+        """Recompute the rotary tables (float32) on ``device``, e.g. after loading onto a meta skeleton."""
+        cos, sin = rope_table(self.config, self.config.max_context)
+        self.rope_cos = cos.to(device)
+        self.rope_sin = sin.to(device)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(token_ids, self.wte)
+
+    def logits(self, hidden_bd: torch.Tensor) -> torch.Tensor:
+        """Hidden state before the final LayerNorm (B, D) -> logits (B, vocab)."""
+        return self.lm_head(self.post_ln(hidden_bd))
+
+    def prefix_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        """(T, T) bool: causal, except that the first prefix_len positions see each other."""
+        mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril_()
+        prefix = min(self.prefix_len, seq_len)
+        mask[:prefix, :prefix] = True
+        return mask
+
+    def prefill(self, embeds_1td: torch.Tensor, cache: KVCache | None = None, slot: int = 0) -> torch.Tensor:
+        """Run a whole sequence from position 0 -> hidden (1, T, D); fills ``cache[slot, :T]`` if given."""
+        seq_len = embeds_1td.shape[1]
+        cos = self.rope_cos[:seq_len][None, None]
+        sin = self.rope_sin[:seq_len][None, None]
+        mask_tt = self.prefix_mask(seq_len, embeds_1td.device)
+        x = embeds_1td
+        rot = self.config.rot_dim
+        for layer, block in enumerate(self._blocks):
+            h = block.ln(x)
+            q, k, v = block.attn.split_heads(h, self.config.n_heads)
+            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+            if cache is not None:
+                cache.k[layer, slot, :, :seq_len] = k[0]
+                cache.v[layer, slot, :, :seq_len] = v[0]
+            attn = block.attn.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask_tt))
+            x = x + attn + block.mlp(h)
+        return x
+
+    def decode(
+        self, embeds_b1d: torch.Tensor, cache: KVCache, positions_b: torch.Tensor, attend_len: int
+    ) -> torch.Tensor:
+        """One token for each of cache slots 0..B-1 at its own position -> hidden (B, 1, D).
+
+        ``positions_b`` (B,) int64 on the model's device; ``attend_len`` = max(positions) + 1.
+        Writes each row's key/value at its position, then attends over positions <= its own.
+        """
+        rows = embeds_b1d.shape[0]
+        cos = self.rope_cos[positions_b][:, None, None, :]  # (B, 1, 1, rot/2)
+        sin = self.rope_sin[positions_b][:, None, None, :]
+        slot_ids = torch.arange(rows, device=embeds_b1d.device)
+        visible_b11l = (torch.arange(attend_len, device=embeds_b1d.device)[None, :] <= positions_b[:, None])[
+            :, None, None, :
+        ]
+        x = embeds_b1d
+        rot = self.config.rot_dim
+        for layer, block in enumerate(self._blocks):
+            h = block.ln(x)
+            q, k, v = block.attn.split_heads(h, self.config.n_heads)
+            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+            cache.k[layer, slot_ids, :, positions_b] = k[:, :, 0]
+            cache.v[layer, slot_ids, :, positions_b] = v[:, :, 0]
+            keys = cache.k[layer, :rows, :, :attend_len]
+            values = cache.v[layer, :rows, :, :attend_len]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible_b11l)
+            x = x + block.attn.merge_heads(out) + block.mlp(h)
+        return x
