@@ -20,7 +20,8 @@ SETTINGS_KEYS: dict[str, type] = {"temperature": float, "top_p": float, "max_tok
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
-        raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, f"expected Content-Type application/json, got {request.content_type!r}")
+        message = f"expected Content-Type application/json, got {request.content_type!r}"
+        raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, message)
     raw = await request.read()  # bounded by the app's client_max_size (-> 413)
     try:
         body = json.loads(raw)

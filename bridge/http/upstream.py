@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from bridge.aio_client import AsyncBridgeClient
@@ -126,7 +126,7 @@ class Upstream:
         self.metrics.observe_timing(op, reply.timing)
         return reply
 
-    async def stream(self, op: str, args: Mapping[str, Any]) -> AsyncIterator[Partial | Reply]:
+    async def stream(self, op: str, args: Mapping[str, Any]) -> AsyncGenerator[Partial | Reply, None]:
         """Partial chunks then the final Reply; errors arrive as ApiError."""
         client = self.require_up()
         events = client.stream(op, args, deadline_ms=self.settings.request_timeout_s * 1000.0)
@@ -138,4 +138,4 @@ class Upstream:
         except BridgeError as exc:
             raise self.translate(exc) from None
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()  # type: ignore[attr-defined]  # an async generator

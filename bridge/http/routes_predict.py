@@ -1,0 +1,174 @@
+"""The predecessor Nano-VTLA API: ``POST /predict``, ``GET /health``, ``GET /stats``.
+
+``/predict`` answers exactly the predecessor's JSON shape (``success``, ``action``,
+``action_breakdown``, ``metadata``); server timing travels in a ``Server-Timing`` header.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from bridge.http import keys
+from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
+from bridge.http.images import load_image, load_rgb_array
+from bridge.http.routes_v1 import server_timing
+from bridge.protocol import OP_ACT, OP_STATS
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+ACTION_DIM = 7
+
+
+def parse_bool(field: str, value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ApiError(422, VALIDATION_ERROR, f"{field}: expected true or false, got {value[:40]!r}")
+
+
+def _file_bytes(form: Any, field: str, required: bool) -> bytes | None:
+    value = form.get(field)
+    if value is None:
+        if required:
+            raise ApiError(422, VALIDATION_ERROR, f"{field}: required (a file field)")
+        return None
+    if isinstance(value, web.FileField):
+        return bytes(value.file.read())
+    raise ApiError(422, VALIDATION_ERROR, f"{field}: expected a file upload, got a text field")
+
+
+def _text(form: Any, field: str) -> str | None:
+    value = form.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, VALIDATION_ERROR, f"{field}: expected a text field")
+    return value
+
+
+def _force_torque(text: str | None) -> np.ndarray | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ApiError(422, VALIDATION_ERROR, "force_torque: expected a JSON list of 6 numbers") from None
+    ok = isinstance(value, list) and len(value) == 6
+    if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ApiError(422, VALIDATION_ERROR, "force_torque: expected a JSON list of 6 numbers")
+    return np.asarray(value, dtype=np.float32)
+
+
+def action_breakdown(action: list[float]) -> dict[str, Any]:
+    dx, dy, dz, droll, dpitch, dyaw, gripper = action
+    return {
+        "translation": {"dx": dx, "dy": dy, "dz": dz, "unit": "meters"},
+        "rotation": {"droll": droll, "dpitch": dpitch, "dyaw": dyaw, "unit": "radians"},
+        "gripper": {"value": gripper, "range": "0 (open) to 1 (closed)"},
+    }
+
+
+async def predict(request: web.Request) -> web.StreamResponse:
+    if request.content_type not in _FORM_TYPES:
+        raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, f"expected multipart/form-data, got {request.content_type!r}")
+    upstream = request.app[keys.UPSTREAM]
+    upstream.require_up()  # before reading a large upload
+    form = await request.post()  # bounded by client_max_size (-> 413)
+    limits = request.app[keys.IMAGE_LIMITS]
+    image_bytes = _file_bytes(form, "image", required=True)
+    assert image_bytes is not None
+    image = load_image(image_bytes, limits, "image")
+    instruction = _text(form, "instruction")
+    max_chars = request.app[keys.SETTINGS].max_instruction_chars
+    if instruction is not None and len(instruction) > max_chars:
+        raise ApiError(422, VALIDATION_ERROR, f"instruction: longer than {max_chars} characters")
+    flag = _text(form, "use_dummy_tactile")
+    use_dummy = parse_bool("use_dummy_tactile", flag, default=True)
+    tactile: dict[str, np.ndarray] = {}
+    ft = _force_torque(_text(form, "force_torque"))
+    if ft is not None:
+        tactile["force_torque"] = ft
+    tactile_bytes = _file_bytes(form, "tactile_image", required=False)
+    if tactile_bytes is not None:
+        tactile["image"] = load_rgb_array(tactile_bytes, limits, "tactile_image")
+    if tactile and use_dummy and flag:
+        raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=true contradicts the tactile data sent")
+    if not tactile and not use_dummy:
+        raise ApiError(
+            422, VALIDATION_ERROR, "use_dummy_tactile=false needs a tactile_image file or force_torque"
+        )
+    args: dict[str, Any] = {"image": image.arg}
+    if instruction:
+        args["instruction"] = instruction
+    if tactile:
+        args["tactile"] = tactile
+    reply = await upstream.call(OP_ACT, args)
+    action = [float(v) for v in np.asarray(reply.result["action"], dtype=np.float32).reshape(-1)]
+    if len(action) != ACTION_DIM:
+        raise ApiError(500, "internal", f"the policy's action has {len(action)} dims; /predict needs {ACTION_DIM}")
+    body = {
+        "success": True,
+        "action": action,
+        "action_breakdown": action_breakdown(action),
+        "metadata": {
+            "instruction": instruction,
+            "image_size": [image.width, image.height],
+            "used_dummy_tactile": not tactile,
+        },
+    }
+    return web.json_response(body, headers={"Server-Timing": server_timing(reply.timing)})
+
+
+def _gpu_memory(health: Any) -> str | None:
+    gb = health.get("gpu_memory_gb")
+    return f"{gb:.2f} GB" if isinstance(gb, (int, float)) else None
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    """Both predecessors' keys; 200 when the server is reachable and ok, 503 otherwise."""
+    upstream = request.app[keys.UPSTREAM]
+    settings = request.app[keys.SETTINGS]
+    state: Any = upstream.health if upstream.up and upstream.health is not None else {}
+    models = state.get("models", {})
+    policy_loaded = any(m.get("loaded") for m in models.values() if m.get("role") == "policy")
+    vlm_names = [name for name, m in models.items() if m.get("role") == "vlm" and m.get("loaded")]
+    server_status = state.get("status") if upstream.up else "unreachable"
+    healthy = upstream.up and server_status == "ok"
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "model_loaded": policy_loaded,
+        "cuda_available": bool(state.get("cuda_available", False)),
+        "gpu_memory": _gpu_memory(state),
+        "model": vlm_names[0] if vlm_names else None,
+        "api_key_enabled": bool(settings.api_keys),
+        "server": {
+            "endpoint": settings.server_endpoint,
+            "reachable": upstream.up,
+            "status": server_status,
+            "error": None if upstream.up else upstream.last_error,
+        },
+        "models": models,
+        "device": state.get("device"),
+        "queue_depth": state.get("queue_depth"),
+    }
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    reply = await request.app[keys.UPSTREAM].call(OP_STATS)
+    return web.json_response(dict(reply.result))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/predict", predict, name="predict")
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/stats", stats, name="stats")
