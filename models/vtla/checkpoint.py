@@ -31,7 +31,9 @@ class CheckpointError(ValueError):
     """A checkpoint directory that does not match its config (missing, extra or mis-shaped tensors)."""
 
 
-def build_model(cfg: VTLAConfig, device: torch.device, dtype: torch.dtype, seed: int | None = None) -> VTLAModel:
+def build_model(
+    cfg: VTLAConfig, device: torch.device, dtype: torch.dtype, seed: int | None = None
+) -> VTLAModel:
     """A model in eval mode on ``device``; random weights drawn from ``seed`` (default: cfg.seed)."""
     torch.manual_seed(cfg.seed if seed is None else seed)
     with device:
@@ -74,7 +76,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: no model.safetensors in the checkpoint directory")
     model = build_model(cfg, device, dtype)
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
     load_state_strict(model, tensors, str(path))
     return model, read_tokenizer(directory)
 

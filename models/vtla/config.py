@@ -103,8 +103,12 @@ class TactileConfig:
         return int(self.image) + int(self.force_torque)
 
     def check(self) -> None:
-        _require(self.encoder in ("cnn", "resnet18"), f"tactile.encoder {self.encoder!r}: use 'cnn' or 'resnet18'")
-        _require(len(self.image_mean) == 3 and len(self.image_std) == 3, "tactile image mean/std need 3 values")
+        _require(
+            self.encoder in ("cnn", "resnet18"), f"tactile.encoder {self.encoder!r}: use 'cnn' or 'resnet18'"
+        )
+        _require(
+            len(self.image_mean) == 3 and len(self.image_std) == 3, "tactile image mean/std need 3 values"
+        )
         _require(all(s > 0 for s in self.image_std), "tactile.image_std must be positive")
         _require(len(self.force_torque_scale) == 6, "tactile.force_torque_scale needs 6 values")
         if self.encoder == "resnet18":
@@ -128,7 +132,9 @@ class Normalization:
     mask: tuple[bool, ...] | None = None
 
     def check(self, dim: int) -> None:
-        _require(self.type in ("mean_std", "quantile"), f"normalization.type {self.type!r}: mean_std|quantile")
+        _require(
+            self.type in ("mean_std", "quantile"), f"normalization.type {self.type!r}: mean_std|quantile"
+        )
         _require(len(self.mean) == dim and len(self.std) == dim, f"normalization mean/std need {dim} values")
         _require(all(math.isfinite(v) for v in self.mean + self.std), "normalization mean/std must be finite")
         if self.type == "quantile":
@@ -161,7 +167,9 @@ class ActionConfig:
 
     def check(self) -> None:
         _require(self.chunk_size >= 1, "action.chunk_size must be >= 1")
-        _require(len(self.names) == self.dim and len(self.units) == self.dim, "action names/units need dim values")
+        _require(
+            len(self.names) == self.dim and len(self.units) == self.dim, "action names/units need dim values"
+        )
         _require(self.readout in ("query", "legacy"), f"action.readout {self.readout!r}: query|legacy")
         _require(len(self.head_hidden) >= 1, "action.head_hidden needs at least one layer width")
         if self.gripper_index is not None:
@@ -223,7 +231,9 @@ class VTLAConfig:
     def __post_init__(self) -> None:
         for part in (self.vision, self.text, self.tactile, self.action, self.prompt, self.preprocess):
             part.check()
-        _require(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras), "cameras must be unique")
+        _require(
+            len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras), "cameras must be unique"
+        )
         _require(self.proprio_dim >= 0, "proprio_dim must be >= 0")
 
     @property

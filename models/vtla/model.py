@@ -119,7 +119,11 @@ class VTLAModel(nn.Module):
         source = torch.cat(parts, dim=1)  # (B, S, d)
 
         index, readout = self._index(
-            inputs.lens_before, inputs.lens_after, inputs.text_before.shape[1], inputs.text_after.shape[1], image.device
+            inputs.lens_before,
+            inputs.lens_after,
+            inputs.text_before.shape[1],
+            inputs.text_after.shape[1],
+            image.device,
         )
         rows = torch.arange(batch_size, device=image.device)
         sequence = source[rows.unsqueeze(1), index]  # (B, L, d)

@@ -159,7 +159,9 @@ class VTLAPolicy:
             raw = self._staging.to_device([obs.images[name] for obs in batch])  # (B, H, W, 3) uint8
             pre = cfg.preprocess
             pixels.append(
-                images_to_pixels(raw, cfg.vision.image_size, pre.image_mean, pre.image_std, pre.resize_mode, dt)
+                images_to_pixels(
+                    raw, cfg.vision.image_size, pre.image_mean, pre.image_std, pre.resize_mode, dt
+                )
             )
         s = cfg.vision.image_size
         pixel_values = torch.stack(pixels, dim=1).reshape(-1, 3, s, s)  # (B*C, 3, S, S) sample-major
@@ -168,7 +170,9 @@ class VTLAPolicy:
         if batch[0].tactile_image is not None:
             raw_t = self._staging.to_device([_tactile(obs) for obs in batch])
             tac = cfg.tactile
-            tactile_image = images_to_pixels(raw_t, tac.image_size, tac.image_mean, tac.image_std, "bilinear", dt)
+            tactile_image = images_to_pixels(
+                raw_t, tac.image_size, tac.image_mean, tac.image_std, "bilinear", dt
+            )
         force_torque = None
         if batch[0].force_torque is not None:
             ft = np.stack([np.asarray(obs.force_torque, dtype=np.float32) for obs in batch])
@@ -236,10 +240,16 @@ def load_policy(spec: ModelSpec, device: str, dtype: str) -> VTLAPolicy:
             )
         cfg = preset_config(spec.preset)
         model = build_model(cfg, torch_device, torch_dtype)
-        policy = VTLAPolicy(model, build_byte_tokenizer(), torch_device, random_weights=True, source=spec.preset)
+        policy = VTLAPolicy(
+            model, build_byte_tokenizer(), torch_device, random_weights=True, source=spec.preset
+        )
         logger.warning("VTLA preset %r has RANDOM weights: its actions are meaningless", spec.preset)
     info = policy.info
     logger.info(
-        "VTLA loaded: %s on %s (%s), %.1fM parameters", info.source, info.device, info.dtype, info.parameters / 1e6
+        "VTLA loaded: %s on %s (%s), %.1fM parameters",
+        info.source,
+        info.device,
+        info.dtype,
+        info.parameters / 1e6,
     )
     return policy

@@ -61,7 +61,10 @@ class ResNet18Trunk(nn.Module):
 
 
 class SmallTactileCNN(nn.Module):
-    """(B, 3, h, w) -> (B, d): three strided convs, global average pool, linear."""
+    """(B, 3, h, w) -> (B, d): three strided convs, pooled to a 4x4 grid (contact location
+    matters for touch, so the pooling keeps coarse position), then linear."""
+
+    GRID = 4
 
     def __init__(self, channels: int, hidden_size: int) -> None:
         super().__init__()
@@ -74,14 +77,17 @@ class SmallTactileCNN(nn.Module):
             nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
             nn.GELU(),
         )
-        self.out = nn.Linear(2 * c, hidden_size)
+        self.pool = nn.AdaptiveAvgPool2d(self.GRID)
+        self.out = nn.Linear(2 * c * self.GRID * self.GRID, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.convs(x).mean(dim=(2, 3)))
+        return self.out(self.pool(self.convs(x)).flatten(1))
 
 
 class CnnTactileEncoder(nn.Module):
     """Tactile image and/or force-torque -> (B, k, d), k = number of enabled inputs."""
+
+    force_torque_scale: torch.Tensor  # (6,) buffer
 
     def __init__(self, cfg: TactileConfig, hidden_size: int) -> None:
         super().__init__()
@@ -120,7 +126,9 @@ class LegacyTactileEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.trunk = ResNet18Trunk()
-        self.projector = nn.Sequential(nn.Linear(512, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        self.projector = nn.Sequential(
+            nn.Linear(512, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
+        )
         self.pos_embedding = nn.Parameter(torch.randn(hidden_size) * 0.02)  # (d,)
 
     def forward(
