@@ -60,9 +60,10 @@ class _FrameCollector:
     def _array(self, arr: np.ndarray) -> dict[bytes, Any]:
         if arr.dtype.kind in _REJECTED_DTYPE_KINDS:
             raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
         if self.threshold is not None and arr.nbytes >= self.threshold:
-            self.frames.append(memoryview(arr).cast("B"))  # type: ignore[arg-type]
+            self.frames.append(memoryview(arr.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             return {
                 _K_NDARRAY: True,
                 b"dtype": arr.dtype.str,
@@ -214,3 +215,11 @@ def decode_header(header_bytes: Buffer, buffers: Sequence[Buffer], max_array_byt
         raise
     except Exception as exc:  # msgpack raises several unrelated types for corrupt input
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+
+
+def peek_header(header_bytes: Buffer) -> Any:
+    """The header as plain msgpack (arrays left as maps), or None: used to echo the id in errors."""
+    try:
+        return msgpack.unpackb(header_bytes, raw=False, strict_map_key=False)
+    except Exception:
+        return None

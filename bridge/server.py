@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 import bridge
-from bridge.codec import Buffer, decode_header, encode_message
+from bridge.codec import Buffer, decode_header, encode_message, peek_header
 from bridge.config import BridgeConfig
 from bridge.images import ImageLimits, contains_encoded_image
 from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head, parse_session, readable_id
@@ -202,6 +202,8 @@ class InferenceServer:
             )
             self._dispatch(sock, envelope, head, received_s)
         except ProtocolError as exc:
+            if header is None and size <= self.config.server.max_message_bytes:
+                header = peek_header(body[0].buffer)
             self._reply_error(sock, envelope, readable_id(header), exc)
         except Exception:  # never let one request take the I/O thread down
             logger.exception("unexpected error handling a request")

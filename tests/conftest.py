@@ -24,18 +24,28 @@ def server_config(**sections: dict[str, Any]) -> BridgeConfig:
 
 @pytest.fixture
 def start_server() -> Iterator[StartServer]:
-    """Start InferenceServers (test-double models unless ``real_models=True``); stopped at teardown."""
+    """Start InferenceServers; stopped at teardown.
+
+    Models are test doubles (EchoPolicy, WordGenerator) unless given, or unless ``real_policy`` /
+    ``real_generator`` ask for the configured real ones (the tiny presets by default).
+    """
     servers: list[InferenceServer] = []
 
     def start(
-        policy: Any = None, generator: Any = None, real_models: bool = False, **sections: dict[str, Any]
+        policy: Any = None,
+        generator: Any = None,
+        real_policy: bool = False,
+        real_generator: bool = False,
+        **sections: dict[str, Any],
     ) -> InferenceServer:
         config = server_config(**sections)
         kwargs: dict[str, Any] = {}
-        if not real_models:
-            policy = policy or EchoPolicy()
-            generator = generator or WordGenerator()
-            kwargs = {"load_policy": lambda *a: policy, "load_generator": lambda *a: generator}
+        if not real_policy:
+            the_policy = policy or EchoPolicy()
+            kwargs["load_policy"] = lambda *a: the_policy
+        if not real_generator:
+            the_generator = generator or WordGenerator()
+            kwargs["load_generator"] = lambda *a: the_generator
         server = InferenceServer(config, **kwargs)
         server.start()
         servers.append(server)
