@@ -54,7 +54,8 @@ class VisionConfig:
         return (self.image_size // self.patch_size) ** 2
 
     def check(self) -> None:
-        _require(self.image_size % self.patch_size == 0, "vision.image_size must be a multiple of patch_size")
+        # so400m: 384 px / patch 14 -> the strided conv floors to a 27x27 grid (729 tokens)
+        _require(self.image_size >= self.patch_size, "vision.image_size must be >= patch_size")
         _require(self.hidden_size % self.num_heads == 0, "vision.hidden_size must divide by num_heads")
 
 
