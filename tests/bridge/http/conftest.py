@@ -35,7 +35,11 @@ def free_port() -> int:
 
 
 def server_config(**sections: dict[str, object]) -> BridgeConfig:
-    return with_overrides(BridgeConfig(), server={"bind": "tcp://127.0.0.1:*"}, device={"device": "cpu"}, **sections)
+    """Defaults (tiny random models) on CPU, bound to a free loopback port unless ``server`` says otherwise."""
+    merged: dict[str, dict[str, object]] = {"server": {"bind": "tcp://127.0.0.1:*"}, "device": {"device": "cpu"}}
+    for name, values in sections.items():
+        merged[name] = {**merged.get(name, {}), **values}
+    return with_overrides(BridgeConfig(), **merged)
 
 
 def image_bytes(width: int = 96, height: int = 64, fmt: str = "PNG") -> bytes:
