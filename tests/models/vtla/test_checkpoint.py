@@ -73,5 +73,5 @@ def test_config_decides_the_architecture(saved: Path) -> None:
 
 
 def test_missing_directory_files_fail_clearly(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_policy(ModelSpec(kind="vtla", path=str(tmp_path)), "cpu", "float32")
