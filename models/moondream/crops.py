@@ -36,7 +36,15 @@ def select_tiling(height_px: int, width_px: int, window_px: int, max_crops: int)
     min_cols = math.ceil(width_px / window_px)
     if min_rows * min_cols > max_crops:
         ratio = math.sqrt(max_crops / (min_rows * min_cols))
-        return Tiling(max(1, math.floor(min_rows * ratio)), max(1, math.floor(min_cols * ratio)))
+        rows, cols = max(1, math.floor(min_rows * ratio)), max(1, math.floor(min_cols * ratio))
+        # Upstream stops here; for extreme aspect ratios (e.g. 2 x 40 minimum tiles) the clamp to
+        # >= 1 can exceed max_crops. Trim the longer side so the bound always holds.
+        if rows * cols > max_crops:
+            if cols >= rows:
+                cols = max(1, max_crops // rows)
+            else:
+                rows = max(1, max_crops // cols)
+        return Tiling(rows, cols)
     # tiles following the aspect ratio, at least the minimum, scaled down when over budget
     rows = max(math.floor(math.sqrt(max_crops * height_px / width_px)), min_rows)
     cols = max(math.floor(math.sqrt(max_crops * width_px / height_px)), min_cols)
