@@ -93,7 +93,8 @@ class RobosuiteAdapter:
             from robosuite.controllers import load_composite_controller_config
         except ImportError as exc:
             raise missing("robosuite", "robosuite==1.5.2 mujoco==3.3.7", "libosmesa6 libegl1 libgl1") from exc
-        logging.getLogger("robosuite").setLevel(logging.ERROR)
+        for name in ("robosuite", "robosuite_logs"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         controller = load_composite_controller_config(controller="BASIC", robot="Panda")
         arm = controller["body_parts"]["right"]
         if arm["type"] != "OSC_POSE" or arm["input_type"] != "delta":
