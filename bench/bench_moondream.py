@@ -32,15 +32,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.interfaces import GenerationRequest, GenerationSettings  # noqa: E402
-from models.moondream.generator import MoondreamGenerator  # noqa: E402
-from models.moondream.serving import load_generator  # noqa: E402
-from models.registry import ModelSpec  # noqa: E402
+from models.interfaces import GenerationRequest, GenerationSettings
+from models.moondream.generator import MoondreamGenerator
+from models.moondream.serving import load_generator
+from models.registry import ModelSpec
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def sync(device: str) -> None:
