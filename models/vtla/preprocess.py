@@ -58,18 +58,26 @@ def images_to_pixels(
     """(B, H, W, 3) uint8 or float [0, 1] on the device -> (B, 3, size, size) normalised.
 
     uint8 is scaled by 1/255; float input is taken as already in [0, 1]. Resizing (with
-    antialiasing, as PIL does) happens only when (H, W) differs from (size, size).
+    antialiasing, as PIL does) happens only when (H, W) differs from (size, size), and before
+    the conversion to float so that the per-pixel arithmetic runs at the model's resolution.
+    On CPU uint8 frames are resized as uint8 (like PIL; ~10x faster than in float).
     """
-    x = images.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-    if images.dtype == torch.uint8:
-        x = x * (1.0 / 255.0)
-    if x.shape[-2:] != (size, size):
+    x = images.permute(0, 3, 1, 2)  # (B, 3, H, W), a channels-last view
+    max_value = 255.0 if images.dtype == torch.uint8 else 1.0
+    resize = tuple(x.shape[-2:]) != (size, size)
+    if resize and images.dtype == torch.uint8 and x.device.type == "cpu":
+        x = F.interpolate(x, size=(size, size), mode=resize_mode, antialias=True)
+        resize = False
+    x = x.float()
+    if resize:
         x = F.interpolate(x, size=(size, size), mode=resize_mode, antialias=True, align_corners=False)
         if resize_mode == "bicubic":
-            x = x.clamp(0.0, 1.0)  # bicubic overshoots
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    inv_std = torch.tensor([1.0 / s for s in std], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean_t) * inv_std).to(dtype)
+            x = x.clamp(0.0, max_value)  # bicubic overshoots
+    scale = torch.tensor([1.0 / (max_value * s) for s in std], dtype=torch.float32, device=x.device)
+    shift = torch.tensor(
+        [m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32, device=x.device
+    )
+    return (x * scale.view(1, 3, 1, 1) - shift.view(1, 3, 1, 1)).to(dtype).contiguous()
 
 
 def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
