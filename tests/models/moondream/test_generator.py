@@ -172,3 +172,16 @@ def test_describe_warmup_and_info(make_generator: MakeGenerator) -> None:
     assert described["parameters"] == generator.model.parameter_count() > 0
     assert "random" in described["warning"]
     assert tuple(generator.skills()) == ("caption", "query", "detect", "point")
+
+
+def test_bfloat16_runs_every_skill(make_generator: MakeGenerator) -> None:
+    generator = make_generator(dtype=torch.bfloat16)
+    assert generator.model.dtype == torch.bfloat16 and generator.cache.k.dtype == torch.bfloat16
+    assert generator.model.text.rope_cos.dtype == torch.float32  # rotary tables stay float32
+    settings = GenerationSettings(max_tokens=6, max_objects=2, temperature=0.7, top_p=0.9)
+    events = []
+    for key, skill in enumerate(("caption", "query", "detect", "point")):
+        events += generator.admit(request(key, skill, seed=key, stream=True, settings=settings))
+    finals = [e for e in events + run_to_end(generator) if e.final]
+    assert sorted(e.key for e in finals) == [0, 1, 2, 3]
+    assert all(e.error is None for e in finals)
