@@ -1,0 +1,252 @@
+"""Benchmark 1: transport overhead of one ``act``, for a 224x224 and a 640x480 RGB frame.
+
+Compared in one run, alternating request by request (the order rotates every round):
+
+* ``zmq_echo``      a bare pyzmq ROUTER/DEALER echo of the bytes ``act`` sends (the floor);
+* ``bridge_null``   the bridge with the benchmark null policy (codec + server + loop overhead);
+* ``bridge_vtla``   the bridge with the tiny VTLA;
+* ``http_png``      the HTTP companion's ``POST /predict`` with a PNG upload (the predecessor's way);
+* ``http_jpeg_uri`` the HTTP companion's ``POST /v1/act`` with a JPEG ``data:`` URI.
+
+Overhead = round trip − model compute (``compute_ms`` reported by the server). The HTTP
+variants encode the frame on every request, as a predecessor client did; that time is part of
+their round trip and also reported on its own (``encode``). Both HTTP variants sit in front of
+the null-policy server, so their overhead compares directly with ``bridge_null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.echo import EchoClient, EchoServer
+from bench.frames import SIZES_HW, encode, scene_frame
+from bench.processes import (
+    NULL_POLICY_KIND,
+    HttpProcess,
+    ServerProcess,
+    http_companion_available,
+    server_table,
+)
+from bench.stats import ratio, summarize
+from bridge.client import BridgeClient
+from bridge.messages import act_args, build_request
+from bridge.protocol import OP_ACT
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("zmq_echo", "bridge_null", "bridge_vtla", "http_png", "http_jpeg_uri")
+HTTP_VARIANTS = ("http_png", "http_jpeg_uri")
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    sizes: tuple[str, ...] = ("224x224", "640x480")
+    rounds: int = 150  # measured requests per variant and size
+    warmup_rounds: int = 10  # discarded
+    variants: tuple[str, ...] = VARIANTS
+    timeout_s: float = 30.0
+    torch_threads: int | None = 1  # OMP_NUM_THREADS of the servers; None: torch's default
+
+
+@dataclass
+class _Samples:
+    round_trip_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)
+    encode_ms: list[float] = field(default_factory=list)
+
+
+# one request: -> (round_trip_ms, compute_ms, client_encode_ms)
+Probe = Callable[[], tuple[float, float, float]]
+
+
+def server_timing_ms(header: str, name: str) -> float:
+    """``compute;dur=1.250, server;dur=2.0`` -> 1.25 for ``name="compute"``; NaN when absent."""
+    for part in header.split(","):
+        label, _, rest = part.strip().partition(";")
+        if label == name and rest.startswith("dur="):
+            return float(rest[len("dur=") :])
+    return float("nan")
+
+
+def _echo_probe(client: EchoClient, frame: np.ndarray) -> Probe:
+    frames = [b"", *build_request(1, OP_ACT, act_args(frame), None, None, 1024)]
+
+    def probe() -> tuple[float, float, float]:
+        return client.round_trip_ms(frames), 0.0, 0.0
+
+    return probe
+
+
+def _bridge_probe(client: BridgeClient, frame: np.ndarray) -> Probe:
+    def probe() -> tuple[float, float, float]:
+        result = client.act(image=frame)
+        if result.actions.ndim != 2 or result.actions.shape[1] != 7:
+            raise RuntimeError(f"act returned actions of shape {result.actions.shape}")
+        return result.round_trip_ms, float(result.timing.get("compute_ms", 0.0)), 0.0
+
+    return probe
+
+
+def _http_png_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: float) -> Probe:
+    def probe() -> tuple[float, float, float]:
+        start = time.perf_counter()
+        png = encode(frame, "png")
+        encoded = time.perf_counter()
+        files = {"image": ("frame.png", png, "image/png")}
+        response = session.post(base_url + "/predict", files=files, timeout=timeout_s)
+        body = response.json()
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        if response.status_code != 200 or not body.get("success"):
+            raise RuntimeError(f"/predict answered {response.status_code}: {str(body)[:200]}")
+        compute_ms = server_timing_ms(response.headers.get("Server-Timing", ""), "compute")
+        return elapsed_ms, compute_ms, (encoded - start) * 1000.0
+
+    return probe
+
+
+def _http_jpeg_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: float) -> Probe:
+    def probe() -> tuple[float, float, float]:
+        start = time.perf_counter()
+        uri = "data:image/jpeg;base64," + base64.b64encode(encode(frame, "jpeg")).decode("ascii")
+        encoded = time.perf_counter()
+        response = session.post(base_url + "/v1/act", json={"image_url": uri}, timeout=timeout_s)
+        body = response.json()
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        if response.status_code != 200 or "action" not in body:
+            raise RuntimeError(f"/v1/act answered {response.status_code}: {str(body)[:200]}")
+        compute_ms = float(body.get("timing", {}).get("compute_ms", float("nan")))
+        return elapsed_ms, compute_ms, (encoded - start) * 1000.0
+
+    return probe
+
+
+def _summaries(samples: _Samples) -> dict[str, Any]:
+    overhead = [rt - c for rt, c in zip(samples.round_trip_ms, samples.compute_ms, strict=True)]
+    return {
+        "round_trip": summarize(samples.round_trip_ms).as_dict(),
+        "compute": summarize(samples.compute_ms).as_dict(),
+        "overhead": summarize(overhead).as_dict(),
+        "client_encode": summarize(samples.encode_ms).as_dict(),
+        "round_trip_ms": samples.round_trip_ms,  # raw, for the CDF plots
+    }
+
+
+def _measure_size(
+    probes: Mapping[str, Probe], options: TransportOptions, label: str, progress: bool
+) -> dict[str, _Samples]:
+    names = list(probes)
+    samples = {name: _Samples() for name in names}
+    total = options.warmup_rounds + options.rounds
+    for i in tqdm(
+        range(total), desc=f"transport {label}", file=sys.stderr, disable=not progress, leave=False
+    ):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:  # rotate: no variant always goes first
+            rt_ms, compute_ms, encode_ms = probes[name]()
+            if i >= options.warmup_rounds:
+                s = samples[name]
+                s.round_trip_ms.append(rt_ms)
+                s.compute_ms.append(compute_ms)
+                s.encode_ms.append(encode_ms)
+    return samples
+
+
+def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
+    def p50(name: str, what: str) -> float:
+        entry = size_result.get(name)
+        return float(entry[what]["p50_ms"]) if isinstance(entry, Mapping) and what in entry else float("nan")
+
+    echo = p50("zmq_echo", "round_trip")
+    return {
+        "bridge_null_overhead_vs_echo": ratio(p50("bridge_null", "overhead"), echo),
+        "bridge_vtla_overhead_vs_echo": ratio(p50("bridge_vtla", "overhead"), echo),
+        "http_png_overhead_vs_bridge_null": ratio(
+            p50("http_png", "overhead"), p50("bridge_null", "overhead")
+        ),
+        "http_jpeg_uri_overhead_vs_bridge_null": ratio(
+            p50("http_jpeg_uri", "overhead"), p50("bridge_null", "overhead")
+        ),
+    }
+
+
+def run_transport(options: TransportOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Start the processes, measure every size, stop them; -> the JSON-ready result."""
+    unknown = sorted(set(options.variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown transport variant(s) {unknown}; known: {list(VARIANTS)}")
+    wanted = list(options.variants)
+    pending: dict[str, str] = {}
+    if any(v in HTTP_VARIANTS for v in wanted) and not http_companion_available():
+        for v in HTTP_VARIANTS:
+            if v in wanted:
+                pending[v] = "pending: the HTTP companion (bridge/http/cli.py) is not in this tree yet"
+                wanted.remove(v)
+    need_null = "bridge_null" in wanted or any(v in HTTP_VARIANTS for v in wanted)
+    result: dict[str, Any] = {"options": {**options.__dict__}, "sizes": {}, "pending": pending}
+    with ExitStack() as stack:
+        servers: dict[str, ServerProcess] = {}
+        if need_null:
+            null_table = server_table(policy={"kind": NULL_POLICY_KIND})
+            servers["null"] = ServerProcess(
+                "transport-null-server", null_table, work_dir, options.torch_threads
+            ).launch()
+            stack.callback(servers["null"].stop)
+        if "bridge_vtla" in wanted:
+            servers["vtla"] = ServerProcess(
+                "transport-vtla-server", server_table(), work_dir, options.torch_threads
+            ).launch()
+            stack.callback(servers["vtla"].stop)
+        echo = stack.enter_context(EchoServer()) if "zmq_echo" in wanted else None
+        for server in servers.values():
+            server.wait_ready()
+        http: HttpProcess | None = None
+        if any(v in HTTP_VARIANTS for v in wanted):
+            http = HttpProcess("transport-http", servers["null"].endpoint, work_dir).launch()
+            stack.callback(http.stop)
+            http.wait_ready()
+        session: Any = None
+        if http is not None:
+            import requests
+
+            session = stack.enter_context(requests.Session())
+        clients = {
+            name: stack.enter_context(BridgeClient(server.endpoint, timeout_s=options.timeout_s))
+            for name, server in servers.items()
+        }
+        echo_client = stack.enter_context(EchoClient(echo.endpoint)) if echo is not None else None
+        result["servers"] = {name: dict(server.hello.get("models", {})) for name, server in servers.items()}
+        for label in options.sizes:
+            height, width = SIZES_HW[label]
+            frame = scene_frame(height, width, seed=height)
+            probes: dict[str, Probe] = {}
+            for name in wanted:
+                if name == "zmq_echo":
+                    assert echo_client is not None
+                    probes[name] = _echo_probe(echo_client, frame)
+                elif name == "bridge_null":
+                    probes[name] = _bridge_probe(clients["null"], frame)
+                elif name == "bridge_vtla":
+                    probes[name] = _bridge_probe(clients["vtla"], frame)
+                elif name == "http_png":
+                    assert http is not None
+                    probes[name] = _http_png_probe(session, http.base_url, frame, options.timeout_s)
+                elif name == "http_jpeg_uri":
+                    assert http is not None
+                    probes[name] = _http_jpeg_probe(session, http.base_url, frame, options.timeout_s)
+            samples = _measure_size(probes, options, label, progress)
+            size_result: dict[str, Any] = {name: _summaries(s) for name, s in samples.items()}
+            size_result["ratios"] = _ratios(size_result)
+            size_result["frame_bytes"] = int(frame.nbytes)
+            result["sizes"][label] = size_result
+    return result
