@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     client = BridgeClient(args.server, timeout_s=args.timeout_s, auth=args.auth)
     try:
         hello = client.hello()
-        policy = next(iter(hello.get("models", {}).values()), {})
+        policy: Any = next(iter(hello.get("models", {}).values()), {})
         logger.info("server %s: models %s", args.server, list(hello.get("models", {})))
         if isinstance(policy, Mapping) and policy.get("random_weights"):
             print("run-sim: note: the server's policy has RANDOM weights", file=sys.stderr)
