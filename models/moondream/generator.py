@@ -123,6 +123,8 @@ class MoondreamGenerator:
         text = self.model.text
         device = self.model.device
         image_tokens = self.model.vision.embed_image(request.image)  # (N, D)
+        if image_tokens.is_cuda:  # so that prefill_ms times the prefill alone
+            torch.cuda.synchronize(image_tokens.device)
         prefill_started_s = time.perf_counter()
         ids = torch.tensor([self.config.tokenizer.bos_id], device=device)
         prompt_t = torch.tensor(prompt, dtype=torch.long, device=device)
