@@ -65,3 +65,17 @@ def test_legacy_variant_is_the_predecessor_layout() -> None:
     assert cfg.action.readout == "legacy" and cfg.action.head_hidden == (512, 256)
     assert cfg.prompt.split() == ("", "{instruction}")  # [image][tactile][instruction]
     assert cfg.tactile.encoder == "resnet18" and cfg.tactile.num_tokens == 1 and not cfg.tactile.force_torque
+
+
+def test_nano_2b_builds_with_the_expected_parameter_count() -> None:
+    """Built on the meta device: real shapes, no memory; Qwen1.5-1.8B minus its LM head."""
+    import torch
+
+    from models.vtla.model import VTLAModel, count_parameters
+
+    with torch.device("meta"):
+        model = VTLAModel(nano_2b())
+    assert count_parameters(model.language) == 1_525_663_744  # 1.84B with the 311M lm_head
+    assert 390e6 < count_parameters(model.vision) < 410e6  # so400m with 26 of its 27 layers
+    assert 1.90e9 < count_parameters(model) < 1.96e9
+    assert model.num_middle_tokens == 729 + 2
