@@ -13,6 +13,8 @@ from bridge.http.openapi import openapi_spec
 
 STATIC_DIR = Path(__file__).parent / "static"
 _NO_CACHE = {"Cache-Control": "no-cache"}
+# routes whose latency the status strip shows (the model work, not the UI's own requests)
+_MODEL_ROUTES = ("predict", "act", "caption", "query", "detect", "point")
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -63,7 +65,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         "dtype": (health or {}).get("dtype"),
         "queue_depth": (health or {}).get("queue_depth"),
         "models": _model_summary(upstream.hello, health),
-        "latency_ms": request.app[keys.METRICS].latency_summary(),
+        "latency_ms": {op: v for op, v in request.app[keys.METRICS].latency_summary().items() if op in _MODEL_ROUTES},
         "auth_required": bool(settings.api_keys),
         "version": bridge.__version__,
     }

@@ -26,6 +26,16 @@ async function errorText(response) {
   }
 }
 
+// Moondream sampling settings from the Settings panel; empty fields keep the server's defaults.
+function withSettings(body) {
+  const settings = {};
+  const read = (id, key, parse) => { const v = $(id).value.trim(); if (v !== "") settings[key] = parse(v); };
+  read("set-temperature", "temperature", Number);
+  read("set-max-tokens", "max_tokens", (v) => parseInt(v, 10));
+  read("set-max-objects", "max_objects", (v) => parseInt(v, 10));
+  return Object.keys(settings).length ? { ...body, settings } : body;
+}
+
 async function postJson(path, body) {
   const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body) });
   if (!response.ok) throw new Error(await errorText(response));
@@ -162,7 +172,7 @@ async function caption(length, button) {
   await busy(button, async () => {
     out.textContent = ""; out.dataset.state = "streaming"; out.dataset.length = length;
     try {
-      const final = await postStream("/v1/caption", { image_url: requireImage(), length }, (c) => { out.textContent += c; });
+      const final = await postStream("/v1/caption", withSettings({ image_url: requireImage(), length }), (c) => { out.textContent += c; });
       out.textContent = final.caption;
       out.dataset.state = "done";
       out.title = `finish: ${final.finish_reason}, ${final.metrics.output_tokens} tokens`;
@@ -176,7 +186,7 @@ async function ask(event) {
   await busy(event.submitter || event.target, async () => {
     out.textContent = ""; out.dataset.state = "streaming";
     try {
-      const body = { image_url: requireImage(), question: $("question").value };
+      const body = withSettings({ image_url: requireImage(), question: $("question").value });
       const final = await postStream("/v1/query", body, (c) => { out.textContent += c; });
       out.textContent = final.answer; out.dataset.state = "done";
     } catch (err) { out.dataset.state = "error"; throw err; }
@@ -186,7 +196,7 @@ async function ask(event) {
 async function detect(event) {
   event.preventDefault();
   await busy(event.submitter || event.target, async () => {
-    const result = await postJson("/v1/detect", { image_url: requireImage(), object: $("detect-object").value });
+    const result = await postJson("/v1/detect", withSettings({ image_url: requireImage(), object: $("detect-object").value }));
     state.objects = result.objects;
     drawOverlay();
     listItems($("detect-list"), result.objects, (o) => `box (${fmt(o.x_min)}, ${fmt(o.y_min)}) – (${fmt(o.x_max)}, ${fmt(o.y_max)})`);
@@ -196,7 +206,7 @@ async function detect(event) {
 async function point(event) {
   event.preventDefault();
   await busy(event.submitter || event.target, async () => {
-    const result = await postJson("/v1/point", { image_url: requireImage(), object: $("point-object").value });
+    const result = await postJson("/v1/point", withSettings({ image_url: requireImage(), object: $("point-object").value }));
     state.points = result.points;
     drawOverlay();
     listItems($("point-list"), result.points, (p) => `point (${fmt(p.x)}, ${fmt(p.y)})`);
