@@ -19,22 +19,24 @@ STAGING_CACHE_SIZE = 16
 class HostStaging:
     """Stacks same-shape arrays into (pinned, on CUDA) host memory and copies them to the device.
 
-    Pinned buffers are reused per (shape, dtype); this is safe because every ``act`` ends by
-    reading its result back to the host, which waits for all earlier copies on the stream.
+    Pinned buffers are reused per (slot, shape, dtype): within one ``act`` each slot (a camera,
+    the tactile image) has its own buffer, so no buffer is rewritten while its copy may still be
+    in flight; across calls reuse is safe because every ``act`` ends by reading its result back
+    to the host, which waits for all earlier copies on the stream.
     """
 
     def __init__(self, device: torch.device) -> None:
         self._device = device
         self._pin = device.type == "cuda"
-        self._buffers: OrderedDict[tuple[tuple[int, ...], str], torch.Tensor] = OrderedDict()
+        self._buffers: OrderedDict[tuple[str, tuple[int, ...], str], torch.Tensor] = OrderedDict()
 
-    def to_device(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    def to_device(self, arrays: Sequence[np.ndarray], slot: str) -> torch.Tensor:
         """(B, *shape) on the device, same dtype as the arrays."""
         first = arrays[0]
         shape = (len(arrays), *first.shape)
         if not self._pin:
             return torch.from_numpy(np.stack(arrays)).to(self._device)
-        key = (shape, first.dtype.str)
+        key = (slot, shape, first.dtype.str)
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = torch.empty(shape, dtype=torch.from_numpy(first[:0]).dtype, pin_memory=True)

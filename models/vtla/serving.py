@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TACTILE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+MAX_CHARS_PER_TOKEN = 16  # more characters than this per allowed token cannot fit
 
 
 class VTLAPolicy:
@@ -113,6 +114,13 @@ class VTLAPolicy:
             raise InputError("this model takes no proprio")
         if obs.instruction is not None and not isinstance(obs.instruction, str):
             raise InputError("instruction must be a string")
+        max_tokens = cfg.prompt.max_text_tokens
+        if obs.instruction is not None and len(obs.instruction) > MAX_CHARS_PER_TOKEN * max_tokens:
+            # refused before tokenising: a huge string never reaches the tokenizer or its cache
+            raise InputError(
+                f"instruction too long: {len(obs.instruction)} characters, this model's limit is "
+                f"{max_tokens} tokens"
+            )
         before, after = self._prompts.encode(self._prompts.resolve(obs.instruction))
         n_tokens = len(before) + len(after)
         if n_tokens > cfg.prompt.max_text_tokens:
@@ -122,7 +130,7 @@ class VTLAPolicy:
             )
 
     def batch_key(self, obs: Observation) -> Hashable:
-        images = tuple((name, obs.images[name].shape) for name in self.cfg.cameras)
+        images = tuple((name, _shape(obs.images.get(name))) for name in self.cfg.cameras)
         tactile = None
         if obs.tactile_image is not None:
             tactile = (obs.tactile_image.shape, obs.tactile_image.dtype.str)
@@ -156,7 +164,9 @@ class VTLAPolicy:
         cfg, dev, dt = self.cfg, self._device, self._dtype
         pixels = []
         for name in cfg.cameras:
-            raw = self._staging.to_device([obs.images[name] for obs in batch])  # (B, H, W, 3) uint8
+            raw = self._staging.to_device(
+                [obs.images[name] for obs in batch], slot=f"camera:{name}"
+            )  # (B, H, W, 3) uint8
             pre = cfg.preprocess
             pixels.append(
                 images_to_pixels(
@@ -168,7 +178,7 @@ class VTLAPolicy:
         prompts = [self._prompts.encode(self._prompts.resolve(obs.instruction)) for obs in batch]
         tactile_image = None
         if batch[0].tactile_image is not None:
-            raw_t = self._staging.to_device([_tactile(obs) for obs in batch])
+            raw_t = self._staging.to_device([_tactile(obs) for obs in batch], slot="tactile")
             tac = cfg.tactile
             tactile_image = images_to_pixels(
                 raw_t, tac.image_size, tac.image_mean, tac.image_std, "bilinear", dt
@@ -191,6 +201,10 @@ class VTLAPolicy:
             force_torque=force_torque,
             proprio=proprio,
         )
+
+
+def _shape(array: object) -> tuple[int, ...] | None:
+    return tuple(array.shape) if isinstance(array, np.ndarray) else None
 
 
 def _tactile(obs: Observation) -> np.ndarray:

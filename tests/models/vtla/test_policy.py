@@ -122,7 +122,8 @@ def test_batch_key_groups_by_shapes_not_instructions(tiny_policy: VTLAPolicy) ->
         (make_obs(force_torque=np.zeros(3, np.float32)), "force_torque must have shape (6,)"),
         (make_obs(force_torque=np.array([0, 0, np.inf, 0, 0, 0], np.float32)), "force_torque has non-finite"),
         (make_obs(proprio=np.zeros(8, np.float32)), "takes no proprio"),
-        (make_obs(instruction="x" * 400), "instruction too long"),
+        (make_obs(instruction="x" * 400), "instruction too long: the prompt is 414 tokens"),
+        (make_obs(instruction="x" * 100_000), "instruction too long: 100000 characters"),
     ],
 )
 def test_validate_refuses_bad_input_precisely(
@@ -228,3 +229,33 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_two_cameras_and_proprio() -> None:
+    import torch
+
+    from models.vtla.checkpoint import build_model
+    from models.vtla.presets import tiny
+    from models.vtla.text import build_byte_tokenizer
+
+    cfg = dataclasses.replace(tiny(), cameras=("primary", "wrist"), proprio_dim=8)
+    cpu = torch.device("cpu")
+    policy = VTLAPolicy(build_model(cfg, cpu, torch.float32), build_byte_tokenizer(), cpu, True, "two-cam")
+    assert policy.describe()["cameras"] == ["primary", "wrist"] and policy.describe()["proprio"] == {"dim": 8}
+
+    def obs(seed: int, wrist_seed: int, proprio: np.ndarray, text: str = "pick") -> Observation:
+        images = {"primary": make_image(48, 64, seed), "wrist": make_image(32, 32, wrist_seed)}
+        return Observation(images=images, instruction=text, proprio=proprio)
+
+    p0, p1 = np.zeros(8, np.float32), np.linspace(-1, 1, 8).astype(np.float32)
+    base = policy.act([obs(0, 0, p0)])
+    assert max_diff(base, policy.act([obs(0, 1, p0)])) > MIN_EFFECT  # the wrist camera counts
+    assert max_diff(base, policy.act([obs(0, 0, p1)])) > MIN_EFFECT  # proprio counts
+    batch = [obs(0, 0, p0), obs(1, 2, p1, "a longer instruction here")]
+    assert_close(policy.act(batch), np.concatenate([policy.act([o]) for o in batch]))
+    with pytest.raises(InputError, match="missing image for camera 'wrist'"):
+        policy.validate(Observation(images={"primary": make_image(8, 8)}, proprio=p0))
+    with pytest.raises(InputError, match=_escape("needs proprio of shape (8,)")):
+        policy.validate(Observation(images={"primary": make_image(8, 8), "wrist": make_image(8, 8)}))
+    with pytest.raises(InputError, match=_escape("proprio must have shape (8,)")):
+        policy.validate(obs(0, 0, np.zeros(3, np.float32)))

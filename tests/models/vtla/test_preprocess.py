@@ -14,7 +14,7 @@ HALF = (0.5, 0.5, 0.5)
 
 
 def to_pixels(images: list[np.ndarray], size: int, mode: str = "bicubic") -> np.ndarray:
-    staged = HostStaging(torch.device("cpu")).to_device(images)
+    staged = HostStaging(torch.device("cpu")).to_device(images, slot="camera")
     return images_to_pixels(staged, size, HALF, HALF, mode, torch.float32).numpy()
 
 
