@@ -49,8 +49,10 @@ def expert_spec(kind: str, options: Mapping[str, Any]) -> ExpertSpec:
         raise ValueError(f"policy.options for {kind}: unknown key(s) {unknown}; known: "
                          f"{sorted(param_names | set(_SPEC_OPTIONS))}")
     param_values = {**EXPERT_DEFAULTS[kind], **{k: v for k, v in options.items() if k in param_names}}
-    params = ExpertParams(**{k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
-                             for k, v in param_values.items()})
+    kwargs: dict[str, Any] = {
+        k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in param_values.items()
+    }
+    params = ExpertParams(**kwargs)
     return ExpertSpec(
         kind=kind,
         params=params,

@@ -138,3 +138,18 @@ def test_run_sim_cli_writes_json_and_gif(tmp_path):
     assert summary["chunking"]["temporal_ensemble"] is True
     assert set(summary["latency_ms"]["round_trip"]) >= {"p50", "p99"}
     assert gif_path.stat().st_size > 1000
+
+
+def test_fetch_pick_and_place_expert_over_zeromq():
+    pytest.importorskip("gymnasium_robotics", reason="pip install gymnasium-robotics==1.4.2")
+    from sim_adapters.fetch_adapter import FetchAdapter
+
+    server = start_server("fetch-expert.toml")
+    adapter = FetchAdapter(AdapterSettings(task="PickAndPlace", image_size=(64, 64)))
+    try:
+        with BridgeClient(server.endpoint, timeout_s=30.0) as client:
+            out = run_episodes(adapter, client, RunSettings(episodes=4, rate_hz=0.0))
+    finally:
+        adapter.close()
+        server.stop()
+    assert out.summary["success_rate"] >= 0.75, out.summary["per_episode"]
