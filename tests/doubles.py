@@ -131,8 +131,11 @@ class WordGenerator:
                     result = {"points": [{"x": 0.5, "y": 0.25}]}
                 else:
                     key_name = "caption" if req.skill == "caption" else "answer"
-                    result = {key_name: text, "finish_reason": "stop" if n == limit else "length",
-                              "metrics": {"output_tokens": n}}
+                    result = {
+                        key_name: text,
+                        "finish_reason": "stop" if n == limit else "length",
+                        "metrics": {"output_tokens": n},
+                    }
                 events.append(GenerationEvent(key, chunk=chunk, result=result))
             else:
                 self._active[key] = (req, n)
