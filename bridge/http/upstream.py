@@ -78,26 +78,38 @@ class Upstream:
         try:
             health = await self._probe.health(timeout_s=self.settings.probe_timeout_s)
             hello = self.hello if self.up and self.hello is not None else await self._probe.hello()
-        except BridgeError as exc:
+        except BridgeTimeout as exc:
             self._on_failure(exc)
             return
+        except BridgeError as exc:
+            # the server answered, with an error (e.g. it refuses the companion's token): it is
+            # reachable, and requests will report the real problem instead of "unreachable"
+            if self.last_error != str(exc):
+                logger.error("inference server %s answers health with an error: %s", self.settings.server_endpoint,
+                             exc)
+            self._mark_up(None, self.hello)
+            self.last_error = str(exc)
+            return
+        self._mark_up(health, hello)
+
+    def _mark_up(self, health: Mapping[str, Any] | None, hello: Mapping[str, Any] | None) -> None:
         was_up = self.up
         self.health, self.hello, self.up = health, hello, True
         self._failures, self.last_error, self.last_probe_at = 0, None, time.time()
         self.metrics.server_up.set(1)
-        depth = health.get("queue_depth")
+        depth = (health or {}).get("queue_depth")
         if isinstance(depth, (int, float)):
             self.metrics.queue_depth.set(depth)
         if not was_up:
             logger.info("inference server %s is reachable (status %s)", self.settings.server_endpoint,
-                        health.get("status"))
+                        (health or {}).get("status"))
 
-    def _on_failure(self, exc: BridgeError) -> None:
+    def _on_failure(self, exc: BridgeTimeout) -> None:
         self._failures += 1
         self.last_error = str(exc)
         if not self.up:
             return
-        if isinstance(exc, BridgeTimeout) and self._failures < self.settings.down_after_failures:
+        if self._failures < self.settings.down_after_failures:
             return
         logger.warning("inference server %s unreachable: %s", self.settings.server_endpoint, exc)
         self.up = False

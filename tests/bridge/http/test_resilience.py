@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import aiohttp
 from aiohttp.test_utils import TestClient
@@ -82,3 +83,30 @@ def test_server_down_then_up_then_down_again() -> None:
         await assert_fast_503(client)
 
     run_app(settings, body)
+
+
+def test_server_tokens_wrong_and_right() -> None:
+    from bridge.server import InferenceServer
+
+    server = InferenceServer(server_config(server={"auth_tokens": ["s3cret"]}, vlm={"enabled": False}))
+    server.start()
+    assert server.wait_ready(120)
+    try:
+        async def refused(client: TestClient) -> None:
+            # reachable but refusing the companion: a deployment problem (502), not "unreachable"
+            resp = await client.post("/predict", data=image_form())
+            assert resp.status == 502, await resp.text()
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+            health = await client.get("/health")
+            assert health.status == 503
+            assert (await health.json())["server"]["reachable"] is True
+
+        async def accepted(client: TestClient) -> None:
+            resp = await client.post("/predict", data=image_form())
+            assert resp.status == 200, await resp.text()
+
+        base = HttpSettings(server_endpoint=server.endpoint, probe_timeout_s=1.0)
+        run_app(base, refused)
+        run_app(replace(base, server_token="s3cret"), accepted)
+    finally:
+        server.stop()
