@@ -282,6 +282,13 @@ async function refreshStatus() {
       models.appendChild(span);
       if (m.action && m.action.names) state.actionNames = m.action.names;
     });
+    // ops this server does not serve (e.g. [vlm] enabled = false): say so instead of failing on click
+    const served = new Set(s.server.ops);
+    [["vlm-panel", "caption"], ["act-panel", "act"]].forEach(([panel, op]) => {
+      const off = up && !served.has(op);
+      $(panel).classList.toggle("off", off);
+      $(panel).querySelectorAll("button").forEach((b) => { if (off) b.disabled = true; else if (b.dataset.off) b.disabled = false; b.dataset.off = off ? "1" : ""; });
+    });
     pill($("status-device"), s.device ? `device: ${s.device}/${s.dtype}` : "device: –");
     pill($("status-queue"), `queue: ${s.queue_depth ?? "–"}`);
     const lat = Object.entries(s.latency_ms).map(([op, v]) => `${op} ${v.p50_ms.toFixed(0)} ms`).join(", ");
