@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -59,15 +60,34 @@ class TransportOptions:
     torch_threads: int | None = 1  # OMP_NUM_THREADS of the servers; None: torch's default
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One request's clocks (ms). ``queue_ms``/``server_ms`` are the server's, NaN where unknown."""
+
+    round_trip_ms: float
+    compute_ms: float = 0.0
+    encode_ms: float = 0.0  # client-side image encoding, part of round_trip_ms
+    queue_ms: float = float("nan")
+    server_ms: float = float("nan")
+
+
 @dataclass
 class _Samples:
     round_trip_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
     encode_ms: list[float] = field(default_factory=list)
+    queue_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+
+    def add(self, sample: Sample) -> None:
+        self.round_trip_ms.append(sample.round_trip_ms)
+        self.compute_ms.append(sample.compute_ms)
+        self.encode_ms.append(sample.encode_ms)
+        self.queue_ms.append(sample.queue_ms)
+        self.server_ms.append(sample.server_ms)
 
 
-# one request: -> (round_trip_ms, compute_ms, client_encode_ms)
-Probe = Callable[[], tuple[float, float, float]]
+Probe = Callable[[], Sample]  # one request
 
 
 def server_timing_ms(header: str, name: str) -> float:
@@ -82,24 +102,30 @@ def server_timing_ms(header: str, name: str) -> float:
 def _echo_probe(client: EchoClient, frame: np.ndarray) -> Probe:
     frames = [b"", *build_request(1, OP_ACT, act_args(frame), None, None, 1024)]
 
-    def probe() -> tuple[float, float, float]:
-        return client.round_trip_ms(frames), 0.0, 0.0
+    def probe() -> Sample:
+        return Sample(client.round_trip_ms(frames))
 
     return probe
 
 
 def _bridge_probe(client: BridgeClient, frame: np.ndarray) -> Probe:
-    def probe() -> tuple[float, float, float]:
+    def probe() -> Sample:
         result = client.act(image=frame)
         if result.actions.ndim != 2 or result.actions.shape[1] != 7:
             raise RuntimeError(f"act returned actions of shape {result.actions.shape}")
-        return result.round_trip_ms, float(result.timing.get("compute_ms", 0.0)), 0.0
+        timing = result.timing
+        return Sample(
+            result.round_trip_ms,
+            compute_ms=float(timing.get("compute_ms", 0.0)),
+            queue_ms=float(timing.get("queue_ms", float("nan"))),
+            server_ms=float(timing.get("server_ms", float("nan"))),
+        )
 
     return probe
 
 
 def _http_png_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: float) -> Probe:
-    def probe() -> tuple[float, float, float]:
+    def probe() -> Sample:
         start = time.perf_counter()
         png = encode(frame, "png")
         encoded = time.perf_counter()
@@ -109,14 +135,20 @@ def _http_png_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: f
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200 or not body.get("success"):
             raise RuntimeError(f"/predict answered {response.status_code}: {str(body)[:200]}")
-        compute_ms = server_timing_ms(response.headers.get("Server-Timing", ""), "compute")
-        return elapsed_ms, compute_ms, (encoded - start) * 1000.0
+        header = response.headers.get("Server-Timing", "")
+        return Sample(
+            elapsed_ms,
+            compute_ms=server_timing_ms(header, "compute"),
+            encode_ms=(encoded - start) * 1000.0,
+            queue_ms=server_timing_ms(header, "queue"),
+            server_ms=server_timing_ms(header, "server"),
+        )
 
     return probe
 
 
 def _http_jpeg_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: float) -> Probe:
-    def probe() -> tuple[float, float, float]:
+    def probe() -> Sample:
         start = time.perf_counter()
         uri = "data:image/jpeg;base64," + base64.b64encode(encode(frame, "jpeg")).decode("ascii")
         encoded = time.perf_counter()
@@ -125,19 +157,37 @@ def _http_jpeg_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: 
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200 or "action" not in body:
             raise RuntimeError(f"/v1/act answered {response.status_code}: {str(body)[:200]}")
-        compute_ms = float(body.get("timing", {}).get("compute_ms", float("nan")))
-        return elapsed_ms, compute_ms, (encoded - start) * 1000.0
+        timing = body.get("timing", {})
+        return Sample(
+            elapsed_ms,
+            compute_ms=float(timing.get("compute_ms", float("nan"))),
+            encode_ms=(encoded - start) * 1000.0,
+            queue_ms=float(timing.get("queue_ms", float("nan"))),
+            server_ms=float(timing.get("server_ms", float("nan"))),
+        )
 
     return probe
 
 
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
 def _summaries(samples: _Samples) -> dict[str, Any]:
-    overhead = [rt - c for rt, c in zip(samples.round_trip_ms, samples.compute_ms, strict=True)]
+    s = samples
+    overhead = [rt - c for rt, c in zip(s.round_trip_ms, s.compute_ms, strict=True)]
+    # where the overhead goes: outside the server (client, sockets, I/O-thread decode before the
+    # receive stamp, reply send) and inside it around the model call (queue + bookkeeping)
+    outside = [rt - sv for rt, sv in zip(s.round_trip_ms, s.server_ms, strict=True)]
+    inside = [sv - c for sv, c in zip(s.server_ms, s.compute_ms, strict=True)]
     return {
-        "round_trip": summarize(samples.round_trip_ms).as_dict(),
-        "compute": summarize(samples.compute_ms).as_dict(),
+        "round_trip": summarize(s.round_trip_ms).as_dict(),
+        "compute": summarize(s.compute_ms).as_dict(),
         "overhead": summarize(overhead).as_dict(),
-        "client_encode": summarize(samples.encode_ms).as_dict(),
+        "client_encode": summarize(s.encode_ms).as_dict(),
+        "server_queue": summarize(_finite(s.queue_ms)).as_dict(),
+        "server_non_compute": summarize(_finite(inside)).as_dict(),
+        "outside_server": summarize(_finite(outside)).as_dict(),
         "round_trip_ms": samples.round_trip_ms,  # raw, for the CDF plots
     }
 
@@ -153,12 +203,9 @@ def _measure_size(
     ):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:  # rotate: no variant always goes first
-            rt_ms, compute_ms, encode_ms = probes[name]()
+            sample = probes[name]()
             if i >= options.warmup_rounds:
-                s = samples[name]
-                s.round_trip_ms.append(rt_ms)
-                s.compute_ms.append(compute_ms)
-                s.encode_ms.append(encode_ms)
+                samples[name].add(sample)
     return samples
 
 

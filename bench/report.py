@@ -1,0 +1,274 @@
+"""Benchmark results -> figures judged against DESIGN.md §6, a table, and JSON files."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio
+
+COMMANDS = {
+    "transport": "vtla-bridge bench transport",
+    "batching": "vtla-bridge bench batching",
+    "control": "vtla-bridge bench control",
+    "gpu": "vtla-bridge bench gpu",
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    benchmark: str
+    name: str
+    measured: str
+    target: str
+    met: bool | None  # None: no target (context) or not measured (pending)
+    command: str
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return "pending" if self.measured == "pending" else "—"
+        return "yes" if self.met else "NO"
+
+
+def _f(value: Any, digits: int = 2, unit: str = "") -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _p50(entry: Mapping[str, Any] | None, what: str) -> float:
+    if not isinstance(entry, Mapping) or what not in entry:
+        return math.nan
+    return float(entry[what].get("p50_ms", math.nan))
+
+
+def _judge(value: float, ok: bool) -> bool | None:
+    return ok if math.isfinite(value) else None
+
+
+def transport_figures(result: Mapping[str, Any]) -> list[Figure]:
+    cmd = COMMANDS["transport"]
+    pending = result.get("pending", {})
+    figures: list[Figure] = []
+    for label, size in result.get("sizes", {}).items():
+        judged = label == "224x224"  # DESIGN.md §6 states the target for a 224x224 frame
+        echo = _p50(size.get("zmq_echo"), "round_trip")
+        figures.append(
+            Figure("transport", f"{label}: pyzmq echo round trip p50", _f(echo, 3, " ms"), "floor", None, cmd)
+        )
+        bridge: list[float] = []
+        for key, name in (("bridge_null", "bridge, null policy"), ("bridge_vtla", "bridge, tiny VTLA")):
+            if key not in size:
+                continue
+            value = _p50(size[key], "overhead")
+            bridge.append(value)
+            r = ratio(value, echo)
+            figures.append(
+                Figure(
+                    "transport",
+                    f"{label}: {name}: overhead p50 (x echo)",
+                    f"{_f(value, 3, ' ms')} ({_f(r, 2, 'x')})",
+                    "<= 2x echo" if judged else "—",
+                    _judge(r, r <= 2.0) if judged else None,
+                    cmd,
+                )
+            )
+        best_bridge = min(bridge, default=math.nan)
+        for key, name in (
+            ("http_png", "HTTP /predict, PNG upload"),
+            ("http_jpeg_uri", "HTTP /v1/act, JPEG data URI"),
+        ):
+            target = ">= 10x bridge" if judged and key == "http_png" else "—"
+            if key in pending:
+                figures.append(
+                    Figure("transport", f"{label}: {name}: overhead p50", "pending", target, None, cmd)
+                )
+                continue
+            if key not in size:
+                continue
+            value = _p50(size[key], "overhead")
+            r = ratio(value, best_bridge)
+            figures.append(
+                Figure(
+                    "transport",
+                    f"{label}: {name}: overhead p50 (x bridge)",
+                    f"{_f(value, 2, ' ms')} ({_f(r, 1, 'x')})",
+                    target,
+                    _judge(r, r >= 10.0) if target != "—" else None,
+                    cmd,
+                )
+            )
+    return figures
+
+
+def batching_figures(result: Mapping[str, Any]) -> list[Figure]:
+    cmd = COMMANDS["batching"]
+    ratios = result.get("ratios", {})
+    high, low = ratios.get("clients_compared", [32, 1])
+    on = float(ratios.get("on_scaling", math.nan))
+    off = float(ratios.get("off_scaling", math.nan))
+    figures = [
+        Figure(
+            "batching",
+            f"throughput {high} vs {low} client(s), batching on",
+            _f(on, 2, "x"),
+            ">= 8x",
+            _judge(on, on >= 8.0),
+            cmd,
+        ),
+        Figure(
+            "batching", f"throughput {high} vs {low} client(s), batching off", _f(off, 2, "x"), "—", None, cmd
+        ),
+        Figure(
+            "batching",
+            f"throughput at {high} clients, on vs off",
+            _f(float(ratios.get("on_vs_off_at_top", math.nan)), 2, "x"),
+            "—",
+            None,
+            cmd,
+        ),
+    ]
+    for mode, points in result.get("modes", {}).items():
+        for p in points:
+            if p["clients"] in (low, high):
+                figures.append(
+                    Figure(
+                        "batching",
+                        f"batching {mode}, {p['clients']} client(s): throughput, p50/p99, mean batch",
+                        f"{_f(p['throughput_rps'], 1, ' req/s')}, {_f(p['latency']['p50_ms'], 1)}/"
+                        f"{_f(p['latency']['p99_ms'], 1, ' ms')}, {_f(p['mean_batch_size'], 1)}",
+                        "—",
+                        None,
+                        cmd,
+                    )
+                )
+    return figures
+
+
+def control_figures(result: Mapping[str, Any]) -> list[Figure]:
+    cmd = COMMANDS["control"]
+    act = result.get("act", {})
+    idle = act.get("idle", {}).get("round_trip", {})
+    loaded = act.get("loaded", {}).get("round_trip", {})
+    r = float(result.get("ratios", {}).get("p99_loaded_vs_idle", math.nan))
+    captions = result.get("captions", {})
+    streams = result.get("options", {}).get("streams", 8)
+    return [
+        Figure(
+            "control",
+            "act p50/p99 idle",
+            f"{_f(idle.get('p50_ms'), 1)}/{_f(idle.get('p99_ms'), 1, ' ms')}",
+            "—",
+            None,
+            cmd,
+        ),
+        Figure(
+            "control",
+            f"act p50/p99 with {streams} captions streaming",
+            f"{_f(loaded.get('p50_ms'), 1)}/{_f(loaded.get('p99_ms'), 1, ' ms')}",
+            "—",
+            None,
+            cmd,
+        ),
+        Figure("control", "act p99 loaded / idle", _f(r, 2, "x"), "<= 1.5x", _judge(r, r <= 1.5), cmd),
+        Figure(
+            "control",
+            "captions during the loaded windows: count, tokens/s, TTFT p50",
+            f"{captions.get('captions', 0)}, {_f(captions.get('tokens_per_s'), 0)}, "
+            f"{_f(captions.get('ttft', {}).get('p50_ms'), 1, ' ms')}",
+            "—",
+            None,
+            cmd,
+        ),
+    ]
+
+
+GPU_TARGETS = (
+    ("act p50 at batch 1", "<= 20 ms"),
+    ("act throughput, 64 clients", ">= 180 obs/s"),
+    ("both models resident", "<= 12 GB"),
+    ("Moondream TTFT p50 / tokens/s at 1, 8, 32 streams", "—"),
+)
+
+
+def gpu_figures(result: Mapping[str, Any]) -> list[Figure]:
+    cmd = COMMANDS["gpu"]
+    if result.get("status") == "pending":
+        return [Figure("gpu", name, "pending", target, None, cmd) for name, target in GPU_TARGETS]
+    p50 = float(result["act_batch1"]["round_trip"]["p50_ms"])
+    rps = float(result["act_clients"]["throughput_rps"])
+    mem = result.get("memory", {}).get("resident_gb")
+    mem_v = float(mem) if isinstance(mem, (int, float)) else math.nan
+    captions = result.get("captions", {})
+    caption_text = "; ".join(
+        f"{n}: {_f(c['ttft']['p50_ms'], 0, ' ms')} / {_f(c['tokens_per_s'], 0, ' tok/s')}"
+        for n, c in captions.items()
+    )
+    return [
+        Figure("gpu", GPU_TARGETS[0][0], _f(p50, 1, " ms"), GPU_TARGETS[0][1], _judge(p50, p50 <= 20.0), cmd),
+        Figure(
+            "gpu", GPU_TARGETS[1][0], _f(rps, 0, " obs/s"), GPU_TARGETS[1][1], _judge(rps, rps >= 180.0), cmd
+        ),
+        Figure(
+            "gpu",
+            GPU_TARGETS[2][0],
+            _f(mem_v, 2, " GB"),
+            GPU_TARGETS[2][1],
+            _judge(mem_v, mem_v <= 12.0),
+            cmd,
+        ),
+        Figure("gpu", GPU_TARGETS[3][0], caption_text or "n/a", "—", None, cmd),
+    ]
+
+
+FIGURES = {
+    "transport": transport_figures,
+    "batching": batching_figures,
+    "control": control_figures,
+    "gpu": gpu_figures,
+}
+
+
+def figures_for(name: str, result: Mapping[str, Any]) -> list[Figure]:
+    if result.get("status") == "failed":
+        return [
+            Figure(name, "benchmark failed", str(result.get("error", ""))[:80], "—", False, COMMANDS[name])
+        ]
+    return FIGURES[name](result)
+
+
+def text_table(figures: list[Figure]) -> str:
+    rows = [("benchmark", "figure", "measured", "target", "met?")]
+    rows += [(f.benchmark, f.name, f.measured, f.target, f.verdict) for f in figures]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(figures: list[Figure]) -> str:
+    lines = ["| benchmark | figure | measured | target | met? |", "|---|---|---|---|---|"]
+    lines += [f"| {f.benchmark} | {f.name} | {f.measured} | {f.target} | {f.verdict} |" for f in figures]
+    return "\n".join(lines)
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf -> None (JSON has neither), tuples -> lists, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def write_json(path: Path, result: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_ready(result), indent=1, allow_nan=False) + "\n")
+    return path
