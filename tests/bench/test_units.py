@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +16,11 @@ from bench.toml_writer import to_toml
 from bench.transport import server_timing_ms
 from models.interfaces import InputError, Observation
 from models.registry import ModelSpec, load_policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def test_summarize_percentiles_of_known_samples() -> None:
@@ -79,10 +84,20 @@ def test_null_policy_rejects_bad_input_with_input_error() -> None:
 
 
 def test_batching_target_is_judged_on_the_scaling_ratio() -> None:
-    point = {"clients": 1, "throughput_rps": 10.0, "latency": {"p50_ms": 1.0, "p99_ms": 2.0}, "mean_batch_size": 1}
+    point = {
+        "clients": 1,
+        "throughput_rps": 10.0,
+        "latency": {"p50_ms": 1.0, "p99_ms": 2.0},
+        "mean_batch_size": 1,
+    }
     result = {
         "modes": {"on": [point, {**point, "clients": 32, "throughput_rps": 90.0}]},
-        "ratios": {"clients_compared": [32, 1], "on_scaling": 9.0, "off_scaling": 1.0, "on_vs_off_at_top": 9.0},
+        "ratios": {
+            "clients_compared": [32, 1],
+            "on_scaling": 9.0,
+            "off_scaling": 1.0,
+            "on_vs_off_at_top": 9.0,
+        },
     }
     figures = batching_figures(result)
     assert figures[0].target == ">= 8x" and figures[0].met is True
