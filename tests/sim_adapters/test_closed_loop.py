@@ -27,8 +27,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LIFT_EPISODES = 10
 
 
-def start_server(config_name: str, **kwargs: Any) -> InferenceServer:
+def start_server(config_name: str, policy: dict[str, Any] | None = None, **kwargs: Any) -> InferenceServer:
     config = with_overrides(load_config(CONFIGS / config_name), server={"bind": "tcp://127.0.0.1:*"})
+    if policy:
+        config = with_overrides(config, policy=policy)
     server = InferenceServer(config, **kwargs)
     server.start()
     assert server.wait_ready(60), server.loop.state.detail
@@ -124,7 +126,7 @@ def test_touch_scene_tactile_changes_on_contact_and_reaches_the_server(tmp_path)
 def test_run_sim_cli_writes_json_and_gif(tmp_path):
     pytest.importorskip("mujoco", reason="pip install mujoco==3.3.7")
     pytest.importorskip("imageio", reason="pip install imageio")
-    server = start_server("touch-expert.toml")
+    server = start_server("touch-expert.toml", policy={"options": {"chunk_size": 4}})  # chunks to ensemble
     json_path, gif_path = tmp_path / "run.json", tmp_path / "episode.gif"
     try:
         code = main(["touch", "--task", "lift", "--episodes", "2", "--server", server.endpoint, "--rate-hz", "0",
@@ -136,6 +138,7 @@ def test_run_sim_cli_writes_json_and_gif(tmp_path):
     summary = json.loads(json_path.read_text())
     assert summary["episodes"] == 2 and summary["successes"] == 2 and summary["success_rate"] == 1.0
     assert summary["chunking"]["temporal_ensemble"] is True
+    assert summary["queries"] == summary["steps"]  # ensembling queries every control step
     assert set(summary["latency_ms"]["round_trip"]) >= {"p50", "p99"}
     assert gif_path.stat().st_size > 1000
 
