@@ -60,6 +60,7 @@ class BatchingConfig:
 class DeviceConfig:
     device: str = "auto"  # auto -> cuda if available, else cpu
     dtype: str = "auto"  # auto -> bfloat16 on cuda, float32 on cpu
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0 -> torch's default
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def _validate(cfg: BridgeConfig) -> None:
     for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
         _positive(f"limits.{name}", getattr(cfg.limits, name))
     _positive("batching.max_batch", cfg.batching.max_batch)
+    if cfg.device.cpu_threads < 0:
+        raise ConfigError(f"device.cpu_threads: must be >= 0, got {cfg.device.cpu_threads}")
     if cfg.batching.max_wait_ms < 0:
         raise ConfigError(f"batching.max_wait_ms: must be >= 0, got {cfg.batching.max_wait_ms}")
     if cfg.server.frame_threshold_bytes < 0:

@@ -102,6 +102,11 @@ class InferenceLoop:
         self._stop_at = time.perf_counter() + grace_s
         self.state.status = "stopping"
 
+    @property
+    def generator(self) -> Generator | None:
+        """The loaded generator, for its thread-safe ``prepare`` (None until loaded)."""
+        return self._generator
+
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
 
@@ -130,6 +135,8 @@ class InferenceLoop:
         import torch
 
         self.state.device, self.state.dtype = device, dtype
+        if self.config.device.cpu_threads:
+            torch.set_num_threads(self.config.device.cpu_threads)
         self.state.cuda_available = torch.cuda.is_available()
         policy = self._load_policy(self.config.policy.spec(), device, dtype)
         policy.warmup()

@@ -39,6 +39,7 @@ from bridge.protocol import (
 from bridge.scheduler import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.work import ClientKey, Outbox, Work
 from models import registry
+from models.interfaces import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class InferenceServer:
         self._inflight_total += 1
         self._inflight[client] += 1
         key = next(self._keys)
-        if contains_encoded_image(head.args):
+        if head.op in GENERATION_OPS or contains_encoded_image(head.args):
             self._decoders.submit(self._prepare_and_submit, work, head.args, key)
         else:
             self._prepare_and_submit(work, head.args, key)
@@ -258,7 +259,8 @@ class InferenceServer:
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, f"no model serving {op!r} is loaded")
 
     def _prepare_and_submit(self, work: Work, args: Mapping[str, Any], key: int) -> None:
-        """Parse op arguments into the payload (in the I/O thread, or a decode worker for JPEG/PNG)."""
+        """Parse op arguments into the payload: in the I/O thread for ``act`` with raw arrays, in a
+        decode worker for JPEG/PNG and for generation requests (whose crops are made there too)."""
         try:
             if work.op == OP_ACT:
                 assert self.loop.state.policy is not None
@@ -267,9 +269,14 @@ class InferenceServer:
             elif work.op == OP_RESET:
                 work.payload = parse_session(args)
             else:
-                work.payload = parse_generation(work.op, key, args, self._limits)
+                request = parse_generation(work.op, key, args, self._limits)
+                generator = self.loop.generator
+                work.payload = generator.prepare(request) if generator is not None else request
         except ProtocolError as exc:
             self.outbox.error(work, exc)
+            return
+        except InputError as exc:
+            self.outbox.error(work, ProtocolError(ErrorCode.BAD_REQUEST, str(exc)))
             return
         except Exception:
             logger.exception("unexpected error parsing request %r", work.request_id)

@@ -108,6 +108,7 @@ class GenerationRequest:
     length: str = "normal"  # caption length: "short" | "normal" | "long"
     stream: bool = False
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    prepared: Any = None  # what Generator.prepare() made of the image, off the loop thread
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,12 @@ class Generator(Protocol):
 
     def skills(self) -> Sequence[str]:
         """The ops this generator serves, e.g. ("caption", "query", "detect", "point")."""
+        ...
+
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """CPU-only preprocessing (e.g. image crops) run by the server's decode workers, in parallel
+        with model work, so the loop thread never waits for it. Must be thread-safe and must not
+        touch model state; returns the request with ``prepared`` set. Raises InputError."""
         ...
 
     def free_slots(self) -> int: ...

@@ -102,6 +102,11 @@ class WordGenerator:
     def active(self) -> int:
         return len(self._active)
 
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        if request.text == "refuse early":
+            raise InputError("the test generator refuses 'refuse early' while preparing")
+        return request
+
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
         if request.text == "refuse":
             raise InputError("the test generator refuses 'refuse'")

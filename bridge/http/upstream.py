@@ -48,6 +48,7 @@ class Upstream:
         self.last_error: str | None = "not probed yet"
         self.last_probe_at: float | None = None  # time.time() of the last probe answered
         self._failures = 0
+        self._closing: set[asyncio.Task[None]] = set()  # old clients being closed (tasks kept alive)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -62,6 +63,8 @@ class Upstream:
         await self.probe_once()
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         for client in (self._client, self._probe):
             if client is not None:
                 await client.close()
@@ -117,7 +120,9 @@ class Upstream:
         # requests in flight on the old connection fail now (503) instead of at their timeout
         old, self._client = self._client, self._new_client()
         if old is not None:
-            asyncio.get_running_loop().create_task(old.close())
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # ------------------------------------------------------------------ requests
 

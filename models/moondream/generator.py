@@ -9,6 +9,8 @@ lowest-first so the active range stays dense.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
+from models.moondream.crops import overlap_crops
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
 from models.moondream.sampling import sample_tokens
@@ -106,6 +109,12 @@ class MoondreamGenerator:
         body = encode(self.tokenizer, text if request.skill == "query" else " " + text)
         return list(parts["prefix"]) + body + list(parts["suffix"])
 
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """Image crops (Pillow resizing, the slow CPU part of admission), made by the server's decode
+        workers so the inference loop does not wait for them. Thread-safe: reads only the config."""
+        validate_request(request, tuple(self.config.tokenizer.templates["caption"]))
+        return dataclasses.replace(request, prepared=overlap_crops(request.image, self.model.vision.config))
+
     @torch.inference_mode()
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
         started_s = time.perf_counter()
@@ -122,7 +131,7 @@ class MoondreamGenerator:
 
         text = self.model.text
         device = self.model.device
-        image_tokens = self.model.vision.embed_image(request.image)  # (N, D)
+        image_tokens = self.model.vision.embed_image(request.image, request.prepared)  # (N, D)
         if image_tokens.is_cuda:  # so that prefill_ms times the prefill alone
             torch.cuda.synchronize(image_tokens.device)
         prefill_started_s = time.perf_counter()

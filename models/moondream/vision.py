@@ -64,8 +64,13 @@ class VisionModel(nn.Module):
         local_nd = pooled_chw.permute(1, 2, 0).reshape(grid * grid, self.config.enc_dim)
         return self.proj_mlp(torch.cat([features_bnd[0], local_nd], dim=-1))
 
-    def embed_image(self, image_hw3: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (grid*grid, proj_out_dim) image tokens (729 x 2048 for the real model)."""
-        crops, tiling = overlap_crops(image_hw3, self.config)
+    def embed_image(
+        self, image_hw3: np.ndarray, prepared: tuple[np.ndarray, Tiling] | None = None
+    ) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (grid*grid, proj_out_dim) image tokens (729 x 2048 for the real model).
+
+        ``prepared`` = ``overlap_crops(image_hw3, config)`` computed earlier (off the inference loop).
+        """
+        crops, tiling = prepared if prepared is not None else overlap_crops(image_hw3, self.config)
         x = crops_to_tensor(crops, device=self.pos_emb.device, dtype=self.pos_emb.dtype)
         return self.project(self.encode_crops(x), tiling)

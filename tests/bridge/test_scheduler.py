@@ -39,9 +39,10 @@ def test_max_tokens_and_non_streaming_replies(start_server: StartServer) -> None
         assert result.text == "w1 w2 w3 " and result.finish_reason == "length"
         assert client.detect(IMG, "cup").items == [{"x_min": 0.1, "y_min": 0.2, "x_max": 0.3, "y_max": 0.4}]
         assert client.point(IMG, "cup").items == [{"x": 0.5, "y": 0.25}]
-        with pytest.raises(BridgeError) as info:
-            client.query(IMG, "refuse")
-        assert info.value.code == ErrorCode.BAD_REQUEST and "refuses" in info.value.message
+        for text in ("refuse", "refuse early"):  # InputError from admit() and from prepare()
+            with pytest.raises(BridgeError) as info:
+                client.query(IMG, text)
+            assert info.value.code == ErrorCode.BAD_REQUEST and f"refuses '{text}'" in info.value.message
 
 
 def test_sequences_decode_together_and_wait_for_free_slots(start_server: StartServer) -> None:
