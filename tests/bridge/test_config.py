@@ -46,7 +46,7 @@ def test_bad_values_name_the_key(table: dict, message: str) -> None:
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[batching]\nmax_batch = 'x'\n")
-    with pytest.raises(ConfigError, match="bad.toml: batching.max_batch"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: batching\.max_batch"):
         load_config(bad)
     bad.write_text("[batching\n")
     with pytest.raises(ConfigError, match="invalid TOML"):

@@ -16,8 +16,8 @@ import zmq
 from PIL import Image
 
 from bridge.protocol import RETRYABLE, ErrorCode
-from tests.bridge.raw import RawDealer, frame_ref, ndarray
 from bridge.server import InferenceServer
+from tests.bridge.raw import RawDealer, frame_ref, ndarray
 from tests.conftest import StartServer, server_config
 from tests.doubles import WordGenerator
 
