@@ -10,7 +10,6 @@ lowest-first so the active range stays dense.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import time
 from collections.abc import Sequence
