@@ -64,11 +64,13 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class ModelConfig:
+    """Which model to load: a registered kind or "module:callable", a preset, a checkpoint path."""
+
     kind: str = "vtla"
     preset: str = "tiny"
-    path: str = ""
-    hub_download: bool = False
+    path: str = ""  # empty -> the preset with RANDOM weights
+    hub_download: bool = False  # opt-in download of official weights (Moondream)
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def spec(self) -> ModelSpec:
@@ -76,16 +78,16 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class VlmConfig:
-    enabled: bool = True
-    kind: str = "moondream"
-    preset: str = "tiny"
-    path: str = ""
-    hub_download: bool = False
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+class PolicyConfig(ModelConfig):
+    """The ``act`` model."""
 
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.kind, self.preset, self.path, self.hub_download, self.options)
+
+@dataclass(frozen=True)
+class VlmConfig(ModelConfig):
+    """The model behind caption/query/detect/point."""
+
+    kind: str = "moondream"
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
