@@ -84,6 +84,16 @@ def load_checkpoint(
 def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy ``tensors`` into ``model`` after checking names and shapes; raises CheckpointError."""
     expected = model.state_dict()
+    check_state(expected, tensors, source)
+    with torch.no_grad():
+        for key, value in tensors.items():
+            expected[key].copy_(value)
+
+
+def check_state(
+    expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     problems = []
@@ -101,6 +111,3 @@ def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor
             )
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-    with torch.no_grad():
-        for key, value in tensors.items():
-            expected[key].copy_(value)

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.vtla.checkpoint import CheckpointError, build_model, load_state_strict, save_checkpoint
+from models.vtla.checkpoint import CheckpointError, check_state, save_checkpoint
 from models.vtla.config import Normalization, VTLAConfig
+from models.vtla.model import VTLAModel
 from models.vtla.presets import legacy_variant, preset_config
 from models.vtla.text import build_byte_tokenizer, load_tokenizer
 
@@ -170,24 +171,28 @@ def convert(
     tokenizer_path: str | Path | None = None,
     allow_pickle: bool = False,
 ) -> Path:
+    """Convert and save; names and shapes are checked before any large allocation.
+
+    The model is built on the meta device and the source tensors are assigned into it as they
+    are (dtype included): a 2B conversion never initialises, nor holds twice, the weights.
+    """
     state = load_source_state(source, allow_pickle)
     cfg = target_config(base, state, load_action_stats(stats_path), readout)
     tensors = convert_state(state, cfg.vision.num_layers)
     dtype = source_dtype(state)
-    model = build_model(cfg, torch.device("cpu"), dtype)
-    fresh = model.state_dict()
-    # Keys the old model never had: the post-LN of SigLIP is kept only if the source had it.
-    allowed_new = {"action_query"} if readout == "query" else set()
-    allowed_new |= {k for k in fresh if k.startswith("vision.post_layernorm.")}
-    for key in sorted(allowed_new - set(tensors)):
-        logger.warning("%s not in the source checkpoint: keeping its fresh initialisation", key)
-        tensors[key] = fresh[key]
+    with torch.device("meta"):
+        model = VTLAModel(cfg)
+    expected = model.state_dict()
+    for key, tensor in new_tensors(cfg, set(expected) - set(tensors), dtype).items():
+        logger.warning("%s not in the source checkpoint: freshly initialised", key)
+        tensors[key] = tensor
     try:
-        load_state_strict(model, tensors, str(source))
+        check_state(expected, tensors, str(source))
     except CheckpointError as exc:
         raise ConversionError(
             f"{exc} (base config {base.name!r}; pick the preset/config matching the source)"
         ) from exc
+    model.load_state_dict(tensors, strict=True, assign=True)
     if tokenizer_path is not None:
         tokenizer = load_tokenizer(tokenizer_path)
     else:
@@ -196,6 +201,21 @@ def convert(
     if readout == "query":
         logger.warning("readout=query: the action-query token is new and untrained; fine-tune before use")
     return save_checkpoint(model, tokenizer, out_dir)
+
+
+def new_tensors(cfg: VTLAConfig, missing: set[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Initial values for the tensors the old model never had (other missing keys stay missing)."""
+    out: dict[str, torch.Tensor] = {}
+    d = cfg.text.hidden_size
+    if "action_query" in missing:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        out["action_query"] = (torch.randn(d, generator=generator) * 0.02).to(dtype)
+    dv = cfg.vision.hidden_size
+    if "vision.post_layernorm.weight" in missing:  # unused unless use_post_layernorm; identity init
+        out["vision.post_layernorm.weight"] = torch.ones(dv, dtype=dtype)
+    if "vision.post_layernorm.bias" in missing:
+        out["vision.post_layernorm.bias"] = torch.zeros(dv, dtype=dtype)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,11 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readout", choices=("legacy", "query"), default="legacy")
     parser.add_argument("--tokenizer", help="tokenizer.json of the base model (Qwen1.5); default: byte-level")
     parser.add_argument("--allow-pickle", action="store_true", help="fully unpickle a trusted checkpoint")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # This is the subcommand's entry point: configure logging unless the caller already did.
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.base_config:
         base = VTLAConfig.from_dict(json.loads(Path(args.base_config).read_text()))
     else:
@@ -238,5 +264,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())
