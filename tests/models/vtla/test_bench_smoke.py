@@ -14,5 +14,6 @@ def test_bench_reports_each_batch(tmp_path: Path) -> None:
     assert main([*argv, "--tactile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [row["batch"] for row in report["results"]] == [1, 3]
-    assert all(row["p50_ms"] > 0 and row["obs_per_s"] > 0 and row["peak_rss_mb"] > 0 for row in report["results"])
+    for row in report["results"]:
+        assert row["p50_ms"] > 0 and row["obs_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert report["parameters"] > 0 and report["dtype"] == "float32"
