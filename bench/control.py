@@ -35,7 +35,7 @@ class ControlOptions:
     streams: int = 8
     rate_hz: float = 50.0  # act requests per second of the control client
     window_s: float = 5.0  # act sampling per window
-    repeats: int = 3  # windows per phase, alternating
+    repeats: int = 4  # windows per phase, alternating
     ramp_s: float = 1.0  # captions run this long before act samples count
     frame_hw: tuple[int, int] = (224, 224)
     caption_frame_hw: tuple[int, int] = (378, 378)
@@ -48,7 +48,8 @@ class ControlOptions:
 @dataclass
 class _ActSamples:
     round_trip_ms: list[float]
-    queue_ms: list[float]
+    queue_ms: list[float]  # server: received -> forward started (waiting for a decode step/admission)
+    compute_ms: list[float]
 
 
 def _act_window(client: BridgeClient, frame: Any, rate_hz: float, window_s: float, out: _ActSamples) -> None:
@@ -65,12 +66,13 @@ def _act_window(client: BridgeClient, frame: Any, rate_hz: float, window_s: floa
         result = client.act(image=frame)
         out.round_trip_ms.append(result.round_trip_ms)
         out.queue_ms.append(float(result.timing.get("queue_ms", 0.0)))
+        out.compute_ms.append(float(result.timing.get("compute_ms", 0.0)))
         next_at = max(next_at + period_s, time.monotonic())
 
 
 def run_control(options: ControlOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
     table = server_table(vlm={"enabled": True, "kind": "moondream", "preset": options.vlm_preset})
-    samples = {phase: _ActSamples([], []) for phase in PHASES}
+    samples = {phase: _ActSamples([], [], []) for phase in PHASES}
     captions = CaptionLoadResult()
     loaded_window_s = 0.0
     with ExitStack() as stack:
@@ -110,6 +112,7 @@ def run_control(options: ControlOptions, work_dir: Path, progress: bool = True) 
         phase: {
             "round_trip": summarize(s.round_trip_ms).as_dict(),
             "queue": summarize(s.queue_ms).as_dict(),
+            "compute": summarize(s.compute_ms).as_dict(),
             "round_trip_ms": s.round_trip_ms,
         }
         for phase, s in samples.items()

@@ -178,6 +178,15 @@ def control_figures(result: Mapping[str, Any]) -> list[Figure]:
         Figure("control", "act p99 loaded / idle", _f(r, 2, "x"), "<= 1.5x", _judge(r, r <= 1.5), cmd),
         Figure(
             "control",
+            "act server queue p99 idle / loaded (waits behind VLM work)",
+            f"{_f(act.get('idle', {}).get('queue', {}).get('p99_ms'), 1)}/"
+            f"{_f(act.get('loaded', {}).get('queue', {}).get('p99_ms'), 1, ' ms')}",
+            "—",
+            None,
+            cmd,
+        ),
+        Figure(
+            "control",
             "captions during the loaded windows: count, tokens/s, TTFT p50",
             f"{captions.get('captions', 0)}, {_f(captions.get('tokens_per_s'), 0)}, "
             f"{_f(captions.get('ttft', {}).get('p50_ms'), 1, ' ms')}",
