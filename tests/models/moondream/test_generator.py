@@ -185,3 +185,27 @@ def test_bfloat16_runs_every_skill(make_generator: MakeGenerator) -> None:
     finals = [e for e in events + run_to_end(generator) if e.final]
     assert sorted(e.key for e in finals) == [0, 1, 2, 3]
     assert all(e.error is None for e in finals)
+
+
+def test_prepared_requests_give_the_same_results(make_generator: MakeGenerator) -> None:
+    """Generator.prepare() (crops made by the server's decode workers) changes where work runs, not results."""
+    plain, prepared = make_generator(), make_generator()
+    for key, skill in enumerate(("caption", "query", "detect")):
+        req = request(key, skill, seed=key)
+        ready = prepared.prepare(req)
+        assert ready.prepared is not None and req.prepared is None
+        events_a = plain.admit(req) + run_to_end(plain)
+        events_b = prepared.admit(ready) + run_to_end(prepared)
+        final_a = next(e for e in events_a if e.final)
+        final_b = next(e for e in events_b if e.final)
+        strip = ("metrics",)
+        assert {k: v for k, v in final_a.result.items() if k not in strip} == {
+            k: v for k, v in final_b.result.items() if k not in strip
+        }
+
+
+def test_prepare_rejects_bad_requests_early(make_generator: MakeGenerator) -> None:
+    generator = make_generator()
+    with pytest.raises(InputError):
+        generator.prepare(request(1, "query", text=""))
+    assert generator.free_slots() == 4
