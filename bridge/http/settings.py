@@ -20,8 +20,8 @@ class HttpSettings:
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
     probe_interval_s: float = 0.5  # health probe period of the inference server
-    probe_timeout_s: float = 1.5
-    down_after_failures: int = 2  # consecutive failed probes before an up server counts as down
+    probe_timeout_s: float = 3.0  # generous: a busy CPU-only server must not look dead
+    down_after_failures: int = 3  # consecutive failed probes before an up server counts as down
     max_image_pixels: int = 16_777_216
     max_image_width: int = 4096
     max_image_height: int = 4096
