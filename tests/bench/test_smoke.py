@@ -14,6 +14,7 @@ import pytest
 
 from bench.batching import BatchingOptions, run_batching
 from bench.cli import main
+from bench.control import ControlOptions, run_control
 from bench.plots import plot
 from bench.processes import NULL_POLICY_KIND, http_companion_available
 from bench.report import figures_for, write_json
@@ -86,6 +87,26 @@ def test_batching_quick_with_client_processes(tmp_path: Path) -> None:
     assert result["ratios"]["on_scaling"] > 0.0
     (png,) = plot("batching", result, tmp_path)
     assert png.stat().st_size > 1000
+
+
+def test_control_quick_alternates_idle_and_loaded_windows(tmp_path: Path) -> None:
+    options = ControlOptions(
+        streams=2, rate_hz=40.0, window_s=0.8, repeats=2, ramp_s=0.3, max_tokens=8, caption_frame_hw=(64, 64)
+    )
+    result = run_control(options, tmp_path / "logs", progress=False)
+    assert set(result["models"]) >= {"vtla"} and len(result["models"]) == 2  # policy + VLM loaded
+    for phase in ("idle", "loaded"):
+        entry = result["act"][phase]
+        n = entry["round_trip"]["n"]
+        assert 10 <= n <= 2 * 0.8 * 40 + 2  # the client keeps its rate, never bursts
+        _sane_summary(entry["round_trip"], n)
+        assert entry["queue"]["p50_ms"] <= entry["round_trip"]["p50_ms"]
+    captions = result["captions"]
+    assert captions["captions"] > 0 and captions["errors"] == {}
+    assert captions["ttft"]["n"] > 0 and captions["tokens_per_s"] > 0.0
+    assert result["ratios"]["p99_loaded_vs_idle"] > 0.0
+    (png,) = plot("control", result, tmp_path)
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_gpu_benchmark_refuses_clearly_without_cuda(
