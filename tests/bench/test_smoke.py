@@ -15,6 +15,7 @@ import pytest
 from bench.batching import BatchingOptions, run_batching
 from bench.cli import main
 from bench.control import ControlOptions, run_control
+from bench.gpu import GpuOptions, run_gpu
 from bench.plots import plot
 from bench.processes import NULL_POLICY_KIND, http_companion_available
 from bench.report import figures_for, write_json
@@ -107,6 +108,34 @@ def test_control_quick_alternates_idle_and_loaded_windows(tmp_path: Path) -> Non
     assert result["ratios"]["p99_loaded_vs_idle"] > 0.0
     (png,) = plot("control", result, tmp_path)
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_gpu_benchmark_code_path_runs_on_cpu_with_tiny_models(tmp_path: Path) -> None:
+    """The GPU benchmark's measuring code, exercised where no GPU exists (tiny presets, fp32)."""
+    options = GpuOptions(
+        vtla_preset="tiny",
+        vlm_preset="tiny",
+        dtype="float32",
+        device="cpu",
+        act_iters=8,
+        clients=3,
+        throughput_s=0.5,
+        caption_streams=(1, 2),
+        caption_window_s=0.5,
+        max_tokens=8,
+        frame_hw=(64, 64),
+        ready_timeout_s=120.0,
+    )
+    result = run_gpu(options, tmp_path / "logs", progress=False)
+    _sane_summary(result["act_batch1"]["round_trip"], 8)
+    assert result["act_clients"]["clients"] == 3 and result["act_clients"]["throughput_rps"] > 0.0
+    assert set(result["captions"]) == {"1", "2"}
+    for level in result["captions"].values():
+        assert level["captions"] > 0 and level["tokens_per_s"] > 0.0 and level["errors"] == {}
+    assert result["memory"]["resident_gb"] is None  # CPU: no CUDA memory to report
+    figures = figures_for("gpu", {**result, "status": "ok"})
+    assert [f.target for f in figures[:3]] == ["<= 20 ms", ">= 180 obs/s", "<= 12 GB"]
+    assert figures[2].met is None  # memory not measured on CPU: no verdict, not a fake "yes"
 
 
 def test_gpu_benchmark_refuses_clearly_without_cuda(
