@@ -31,7 +31,7 @@ def _sane_summary(summary: dict[str, float], n: int) -> None:
 
 
 def test_transport_quick_measures_each_variant_in_the_same_run(tmp_path: Path) -> None:
-    variants = ("zmq_echo", "bridge_null")
+    variants: tuple[str, ...] = ("zmq_echo", "bridge_null")
     if http_companion_available():
         variants += ("http_jpeg_uri",)
     options = TransportOptions(sizes=("224x224",), rounds=12, warmup_rounds=2, variants=variants)
