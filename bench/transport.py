@@ -17,6 +17,7 @@ the null-policy server, so their overhead compares directly with ``bridge_null``
 from __future__ import annotations
 
 import base64
+import importlib.util
 import logging
 import math
 import sys
@@ -227,6 +228,15 @@ def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def _http_unavailable_reason() -> str | None:
+    """Why the HTTP variants cannot run here, or None when they can."""
+    if not http_companion_available():
+        return "pending: the HTTP companion (bridge/http/cli.py) is not in this tree"
+    if importlib.util.find_spec("requests") is None:
+        return "pending: the HTTP client 'requests' is not installed (pip install requests)"
+    return None
+
+
 def run_transport(options: TransportOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Start the processes, measure every size, stop them; -> the JSON-ready result."""
     unknown = sorted(set(options.variants) - set(VARIANTS))
@@ -234,10 +244,12 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
         raise ValueError(f"unknown transport variant(s) {unknown}; known: {list(VARIANTS)}")
     wanted = list(options.variants)
     pending: dict[str, str] = {}
-    if any(v in HTTP_VARIANTS for v in wanted) and not http_companion_available():
+    http_missing = _http_unavailable_reason() if any(v in HTTP_VARIANTS for v in wanted) else None
+    if http_missing is not None:
+        logger.warning("transport: HTTP variants skipped: %s", http_missing)
         for v in HTTP_VARIANTS:
             if v in wanted:
-                pending[v] = "pending: the HTTP companion (bridge/http/cli.py) is not in this tree yet"
+                pending[v] = http_missing
                 wanted.remove(v)
     need_null = "bridge_null" in wanted or any(v in HTTP_VARIANTS for v in wanted)
     result: dict[str, Any] = {"options": {**options.__dict__}, "sizes": {}, "pending": pending}
