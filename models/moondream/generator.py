@@ -1,7 +1,8 @@
 """Continuous batching over a multi-slot KV cache: the :class:`models.interfaces.Generator` for Moondream.
 
-``admit`` encodes the image and prefills BOS + image tokens + prompt into a free slot (one
-request at a time); ``step`` feeds one input for every active sequence in a single batched
+``admit`` reserves a free slot; the following ``step`` calls encode the image crops a chunk at a
+time and then prefill BOS + image tokens + prompt (admission units, alternating with decode
+steps); a decode ``step`` feeds one input for every decoding sequence in a single batched
 decoder forward over cache slots ``0..hi-1`` (``hi`` = highest active slot + 1; free slots in
 between run as masked dummy rows, which avoids gathering the cache). Slots are handed out
 lowest-first so the active range stays dense.
@@ -20,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
-from models.moondream.crops import overlap_crops
+from models.moondream.crops import Tiling, crops_to_tensor, overlap_crops
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
 from models.moondream.sampling import sample_tokens
@@ -38,6 +39,18 @@ from models.moondream.tokenizer import TextStream, encode, token_byte_table
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
+class _Admission:
+    """A request between admit() and its prefill: crops encoded chunk by chunk."""
+
+    seq: SequenceState
+    crops: np.ndarray  # (N, crop, crop, 3) uint8: global crop then tiles
+    tiling: Tiling
+    prompt: list[int]
+    features: list[torch.Tensor] = dataclasses.field(default_factory=list)  # (n, grid*grid, enc_dim) each
+    encoded: int = 0
+
+
 class MoondreamGenerator:
     """Serves caption / query / detect / point with ``max_sequences`` concurrent KV slots."""
 
@@ -49,9 +62,12 @@ class MoondreamGenerator:
         max_sequences: int = 8,
         cache_context: int | None = None,
         seed: int = 0,
+        encode_chunk_crops: int = 4,
     ) -> None:
         if max_sequences < 1:
             raise ValueError("max_sequences must be >= 1")
+        if encode_chunk_crops < 1:
+            raise ValueError("encode_chunk_crops must be >= 1")
         self.model = model.eval()
         self.config = model.config
         self.tokenizer = tokenizer
@@ -64,6 +80,9 @@ class MoondreamGenerator:
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
+        self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
+        self._last_unit_was_admission = False
+        self.encode_chunk_crops = encode_chunk_crops
         self._eos = self.config.tokenizer.eos_id
 
     # ---- facts -------------------------------------------------------------------------------
@@ -94,6 +113,7 @@ class MoondreamGenerator:
         return len(self._by_key)
 
     def cancel(self, key: int) -> None:
+        self._admitting.pop(key, None)
         seq = self._by_key.pop(key, None)
         if seq is not None:
             self._by_slot[seq.slot] = None
@@ -114,8 +134,13 @@ class MoondreamGenerator:
         validate_request(request, tuple(self.config.tokenizer.templates["caption"]))
         return dataclasses.replace(request, prepared=overlap_crops(request.image, self.model.vision.config))
 
-    @torch.inference_mode()
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
+        """Validate, reserve a slot and queue the admission; the work itself runs in ``step()``.
+
+        Admission (vision encode of the crops, then projection + prefill) is cut into units of
+        at most ``encode_chunk_crops`` crops, one unit per ``step()`` call, so the server's loop
+        can serve control requests between them. Always returns no events.
+        """
         started_s = time.perf_counter()
         if request.key in self._by_key:
             raise InputError(f"request key {request.key} is already active")
@@ -127,18 +152,8 @@ class MoondreamGenerator:
         slot = next((i for i, s in enumerate(self._by_slot) if s is None), None)
         if slot is None:
             raise RuntimeError("no free sequence slot: check free_slots() before admit()")
-
-        text = self.model.text
-        device = self.model.device
-        image_tokens = self.model.vision.embed_image(request.image, request.prepared)  # (N, D)
-        if image_tokens.is_cuda:  # so that prefill_ms times the prefill alone
-            torch.cuda.synchronize(image_tokens.device)
-        prefill_started_s = time.perf_counter()
-        ids = torch.tensor([self.config.tokenizer.bos_id], device=device)
-        prompt_t = torch.tensor(prompt, dtype=torch.long, device=device)
-        embeds = torch.cat([text.embed(ids), image_tokens, text.embed(prompt_t)], dim=0)[None]
-        hidden_d = text.prefill(embeds, self.cache, slot)[0, -1]
-        logits_1v = text.logits(hidden_d[None])
+        prepared = request.prepared
+        crops, tiling = prepared if prepared is not None else overlap_crops(request.image, self.config.vision)
         seq = SequenceState(
             request=request,
             slot=slot,
@@ -147,7 +162,33 @@ class MoondreamGenerator:
             max_tokens=min(request.settings.max_tokens, self.cache.context - input_tokens),
             started_s=started_s,
         )
-        s = request.settings
+        self._by_slot[slot] = seq
+        self._by_key[request.key] = seq
+        self._admitting[request.key] = _Admission(seq, crops, tiling, prompt)
+        return []
+
+    def _advance_admission(self) -> list[GenerationEvent]:
+        """One admission unit for the oldest admitting request: a chunk of crops, or the prefill."""
+        key, adm = next(iter(self._admitting.items()))
+        vision, device = self.model.vision, self.model.device
+        unit_started_s = time.perf_counter()
+        if adm.encoded < len(adm.crops):
+            chunk = adm.crops[adm.encoded : adm.encoded + self.encode_chunk_crops]
+            x = crops_to_tensor(chunk, device=device, dtype=self.model.dtype)
+            adm.features.append(vision.encode_crops(x))  # (n, grid*grid, enc_dim)
+            adm.encoded += len(chunk)
+            self._sync()
+            adm.seq.prefill_ms += (time.perf_counter() - unit_started_s) * 1000.0
+            return []
+        del self._admitting[key]
+        seq, text = adm.seq, self.model.text
+        image_tokens = vision.project(torch.cat(adm.features), adm.tiling)  # (N, D)
+        ids = torch.tensor([self.config.tokenizer.bos_id], device=device)
+        prompt_t = torch.tensor(adm.prompt, dtype=torch.long, device=device)
+        embeds = torch.cat([text.embed(ids), image_tokens, text.embed(prompt_t)], dim=0)[None]
+        hidden_d = text.prefill(embeds, self.cache, seq.slot)[0, -1]
+        logits_1v = text.logits(hidden_d[None])
+        s = seq.request.settings
         if seq.is_text:
             temp = torch.tensor([float(s.temperature)], device=device)
             top_p = torch.tensor([float(s.top_p)], device=device)
@@ -155,28 +196,42 @@ class MoondreamGenerator:
         else:
             token = int(logits_1v.argmax(dim=-1)[0])
         now_s = time.perf_counter()
-        seq.prefill_ms = (now_s - prefill_started_s) * 1000.0
-        seq.ttft_ms = (now_s - started_s) * 1000.0
+        seq.prefill_ms += (now_s - unit_started_s) * 1000.0
+        seq.ttft_ms = (now_s - seq.started_s) * 1000.0
         seq.decode_started_s = now_s
-        self._by_slot[slot] = seq
-        self._by_key[request.key] = seq
         events: list[GenerationEvent] = []
         if seq.is_text:
             seq.stream = TextStream(self._token_bytes)
             self._after_text_token(seq, token, events)
         else:
             self._after_decision(seq, token, hidden_d, events)
-        logger.debug(
-            "admitted key=%s skill=%s slot=%d tokens=%d", request.key, request.skill, slot, input_tokens
-        )
+        logger.debug("admitted key=%s skill=%s slot=%d tokens=%d", key, seq.request.skill, seq.slot,
+                     seq.input_tokens)
         return events
+
+    def _sync(self) -> None:
+        if self.model.device.type == "cuda":  # so that prefill_ms times the work, not its launch
+            torch.cuda.synchronize(self.model.device)
 
     # ---- decoding ----------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[GenerationEvent]:
-        if not self._by_key:
+        """One unit of work: an admission unit or a decode step for all decoding sequences.
+
+        While requests are being admitted and others decode, the two alternate, so neither new
+        requests nor running ones wait for the other to finish.
+        """
+        decoding = [seq for key, seq in self._by_key.items() if key not in self._admitting]
+        if self._admitting and (not decoding or not self._last_unit_was_admission):
+            self._last_unit_was_admission = True
+            return self._advance_admission()
+        self._last_unit_was_admission = False
+        if not decoding:
             return []
-        rows = max(seq.slot for seq in self._by_key.values()) + 1
+        return self._decode_step(decoding)
+
+    def _decode_step(self, decoding: list[SequenceState]) -> list[GenerationEvent]:
+        rows = max(seq.slot for seq in decoding) + 1
         device = self.model.device
         token_ids = [0] * rows
         positions = [0] * rows
@@ -189,7 +244,7 @@ class MoondreamGenerator:
         top_ps: list[float] = []
         coord_out_rows: list[int] = []  # rows whose output is decoded as a coordinate
         size_out_rows: list[int] = []  # rows whose output is decoded as a size
-        for seq in self._by_key.values():
+        for seq in decoding:
             r = seq.slot
             positions[r] = seq.pos
             if seq.is_text:
@@ -246,7 +301,7 @@ class MoondreamGenerator:
             sizes = {r: (wh[0], wh[1]) for r, wh in zip(size_out_rows, decoded_wh, strict=True)}
 
         events: list[GenerationEvent] = []
-        for seq in list(self._by_key.values()):
+        for seq in decoding:
             r = seq.slot
             seq.pos += 1
             if seq.is_text:
@@ -334,7 +389,7 @@ class MoondreamGenerator:
         for key, skill in enumerate(SKILLS, start=-len(SKILLS)):
             request = GenerationRequest(key=key, skill=skill, image=image, text="thing", settings=settings)
             self.admit(request)
-            for _ in range(4):
+            for _ in range(64):
                 if key not in self._by_key:
                     break
                 self.step()

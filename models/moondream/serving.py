@@ -10,7 +10,8 @@
 * neither -> ``spec.preset`` with seeded random weights (``info.random_weights=True``).
 
 ``spec.options``: ``max_sequences`` (KV slots, default 8), ``max_crops``, ``context`` (KV-cache
-positions per slot, default the model's), ``seed`` (random weights and sampling, default 0).
+positions per slot, default the model's), ``seed`` (random weights and sampling, default 0),
+``encode_chunk_crops`` (crops encoded per admission unit between control work, default 4).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def load_generator(spec: ModelSpec, device: str, dtype: str) -> MoondreamGenerat
         max_sequences=int(options.get("max_sequences", 8)),
         cache_context=int(options["context"]) if "context" in options else None,
         seed=seed,
+        encode_chunk_crops=int(options.get("encode_chunk_crops", 4)),
     )
     logger.info(
         "moondream ready: %s, %s params, %d slots x %d positions (%.1f MiB KV cache) on %s/%s",

@@ -52,22 +52,43 @@ def test_no_chunks_without_stream_and_metrics(make_generator: MakeGenerator) -> 
     assert metrics["output_tokens"] <= 7 and metrics["ttft_ms"] >= metrics["prefill_ms"] > 0
 
 
-def test_eos_first_finishes_at_admission(make_generator: MakeGenerator) -> None:
+def test_eos_first_finishes_when_admission_completes(make_generator: MakeGenerator) -> None:
     generator = make_generator()
     force_eos(generator, 1e4)
-    caption = generator.admit(request(1, "caption", stream=True))
+    assert generator.admit(request(1, "caption", stream=True)) == []  # admission runs in step()
+    caption = run_to_end(generator)
     assert len(caption) == 1 and caption[0].result is not None
     assert caption[0].result["caption"] == "" and caption[0].result["finish_reason"] == "stop"
     assert caption[0].result["metrics"]["output_tokens"] == 0
-    detect = generator.admit(request(2, "detect"))
-    assert [e.result for e in detect] == [{"objects": []}]
+    generator.admit(request(2, "detect"))
+    assert [e.result for e in run_to_end(generator)] == [{"objects": []}]
     assert generator.active() == 0 and generator.free_slots() == 4
+
+
+def test_admission_is_cut_into_units_that_alternate_with_decoding(make_generator: MakeGenerator) -> None:
+    generator = make_generator()
+    generator.encode_chunk_crops = 2
+    force_eos(generator, -1e4)  # never EOS: the first caption keeps decoding
+    generator.admit(request(1, "caption", settings=GenerationSettings(max_tokens=50)))
+    run_units = 0
+    while 1 in generator._admitting:
+        generator.step()
+        run_units += 1
+    crops = len(generator.prepare(request(1, "caption")).prepared[0])
+    assert run_units == -(-crops // 2) + 1  # encode chunks, then the prefill
+    pos_before = generator._by_key[1].pos
+    generator.admit(request(2, "caption", seed=3, settings=GenerationSettings(max_tokens=50)))
+    for _ in range(4):  # decode steps for 1 and admission units for 2 alternate
+        generator.step()
+    assert generator._by_key[1].pos == pos_before + 2
+    assert generator._admitting[2].encoded == 2 * 2
 
 
 def test_max_tokens_one_and_context_cap(make_generator: MakeGenerator) -> None:
     generator = make_generator()
     force_eos(generator, -1e4)
-    one = generator.admit(request(1, "caption", settings=GenerationSettings(max_tokens=1)))
+    generator.admit(request(1, "caption", settings=GenerationSettings(max_tokens=1)))
+    one = run_to_end(generator)
     assert one[-1].result is not None and one[-1].result["metrics"]["output_tokens"] == 1
     assert one[-1].result["finish_reason"] == "length"
     generator.admit(request(2, "caption", settings=GenerationSettings(max_tokens=100_000)))
@@ -82,12 +103,14 @@ def test_region_skills_return_normalised_results(
 ) -> None:
     generator = make_generator()
     force_eos(generator, -1e4)  # never stop early: exactly max_objects
-    assert generator.admit(request(1, skill, settings=GenerationSettings(max_objects=4))) == []
+    req = request(1, skill, settings=GenerationSettings(max_objects=4))
+    assert generator.admit(req) == []
+    admission_units = -(-len(generator.prepare(req).prepared[0]) // generator.encode_chunk_crops) + 1
     steps, events = 0, []
     while generator.active():
         events += generator.step()
         steps += 1
-    assert steps == 4 * per_object_steps  # one region step per step() call
+    assert steps == admission_units + 4 * per_object_steps  # one region step per step() call
     assert len(events) == 1 and events[0].result is not None
     name = "objects" if skill == "detect" else "points"
     items = events[0].result[name]
