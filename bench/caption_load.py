@@ -13,12 +13,12 @@ import multiprocessing as mp
 import queue
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from bench.frames import scene_frame
+from bench.lifecycle import StartStop
 from bench.stats import summarize
 from bridge.aio_client import AsyncBridgeClient
 from bridge.errors import BridgeError
@@ -157,7 +157,7 @@ def _load_main(commands: Any, results: Any) -> None:
             results.put(("failed", f"{type(exc).__name__}: {exc}"))
 
 
-class CaptionLoad:
+class CaptionLoad(StartStop):
     """A spawned process that runs :class:`CaptionCommand`\\ s; ``begin`` then ``collect``."""
 
     def __init__(self) -> None:
@@ -202,10 +202,3 @@ class CaptionLoad:
             self._process.terminate()
             self._process.join(2.0)
 
-    def __enter__(self) -> CaptionLoad:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -13,12 +13,12 @@ import multiprocessing as mp
 import queue
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from bench.frames import scene_frame
+from bench.lifecycle import StartStop
 from bench.stats import summarize
 from bridge.client import BridgeClient
 from bridge.errors import BridgeError
@@ -95,7 +95,7 @@ def _worker_main(worker: int, commands: Any, results: Any) -> None:
             client.close()
 
 
-class ClientPool:
+class ClientPool(StartStop):
     """``with ClientPool(64) as pool: results = pool.run(n_clients, command)``."""
 
     def __init__(self, size: int) -> None:
@@ -157,14 +157,6 @@ class ClientPool:
             if process.is_alive():
                 process.terminate()
                 process.join(2.0)
-
-    def __enter__(self) -> ClientPool:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def aggregate(windows: list[list[WorkerResult]], duration_s: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import zmq
 
+from bench.lifecycle import StartStop
 from bench.processes import free_tcp_port
 
 STOP = b"__stop__"
@@ -37,7 +38,7 @@ def _echo_main(endpoint: str, ready: Any) -> None:
         context.term()
 
 
-class EchoServer:
+class EchoServer(StartStop):
     """``with EchoServer() as echo: EchoClient(echo.endpoint)`` — a ROUTER echo in a spawned process."""
 
     def __init__(self) -> None:
@@ -65,14 +66,6 @@ class EchoServer:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(5.0)
-
-    def __enter__(self) -> EchoServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class EchoClient:

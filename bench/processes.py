@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
+from bench.lifecycle import StartStop
 from bench.toml_writer import write_toml
 from bridge.client import BridgeClient
 from bridge.errors import BridgeError
@@ -118,7 +118,7 @@ class _ChildProcess:
             self._log = None
 
 
-class ServerProcess(_ChildProcess):
+class ServerProcess(_ChildProcess, StartStop):
     """``vtla-bridge serve`` with a config written from ``table`` (TOML sections as nested dicts)."""
 
     def __init__(
@@ -172,16 +172,8 @@ class ServerProcess(_ChildProcess):
                     )
                 time.sleep(0.3)
 
-    def __enter__(self) -> ServerProcess:
-        return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class HttpProcess(_ChildProcess):
+class HttpProcess(_ChildProcess, StartStop):
     """``vtla-bridge http`` in front of ``server_endpoint``."""
 
     def __init__(self, name: str, server_endpoint: str, work_dir: Path) -> None:
@@ -217,14 +209,6 @@ class HttpProcess(_ChildProcess):
                     f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}"
                 )
             time.sleep(0.3)
-
-    def __enter__(self) -> HttpProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def http_companion_available() -> bool:
