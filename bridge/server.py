@@ -72,6 +72,7 @@ class InferenceServer:
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
         self.endpoint = config.server.bind
+        self._served_ops = self._ops_for(config)
         self._io = threading.Thread(target=self._io_main, name="router-io", daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,7 +168,7 @@ class InferenceServer:
         if self._inflight[client] <= 0:
             del self._inflight[client]
 
-    def _reply_error(self, sock: zmq.Socket[Any], envelope: list[Buffer], rid: Any, exc: ProtocolError) -> None:
+    def _reply_error(self, sock: zmq.Socket[Any], envelope: list[bytes], rid: Any, exc: ProtocolError) -> None:
         frames = encode_message(error_header(rid, exc.code, exc.message))
         self._send(sock, [*envelope, b"", *frames])
 
@@ -176,7 +177,7 @@ class InferenceServer:
         split = next((i for i, f in enumerate(frames) if len(f) == 0), None)
         if split is None or split == 0:
             # no delimiter: answer the sender (first identity) so a buggy DEALER learns why
-            envelope: list[Buffer] = [frames[0].bytes]
+            envelope: list[bytes] = [frames[0].bytes]
             self._reply_error(
                 sock,
                 envelope,
@@ -199,7 +200,7 @@ class InferenceServer:
                 )
             header = decode_header(body[0].buffer, [f.buffer for f in body[1:]], self.config.limits.max_array_bytes)
             head = parse_head(
-                header, self.config.server.auth_tokens, self._served_ops(), self.config.limits.max_deadline_ms
+                header, self.config.server.auth_tokens, self._served_ops, self.config.limits.max_deadline_ms
             )
             self._dispatch(sock, envelope, head, received_s)
         except ProtocolError as exc:
@@ -212,13 +213,14 @@ class InferenceServer:
                 sock, envelope, readable_id(header), ProtocolError(ErrorCode.INTERNAL, "unexpected server error")
             )
 
-    def _served_ops(self) -> frozenset[str]:
+    @staticmethod
+    def _ops_for(config: BridgeConfig) -> frozenset[str]:
         ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT}
-        if self.config.vlm.enabled:
+        if config.vlm.enabled:
             ops.update(GENERATION_OPS)
         return frozenset(ops)
 
-    def _dispatch(self, sock: zmq.Socket[Any], envelope: list[Buffer], head: RequestHead, received_s: float) -> None:
+    def _dispatch(self, sock: zmq.Socket[Any], envelope: list[bytes], head: RequestHead, received_s: float) -> None:
         if head.op in (OP_HELLO, OP_HEALTH, OP_STATS):
             result = {OP_HELLO: self._hello, OP_HEALTH: self._health, OP_STATS: self._stats}[head.op]()
             elapsed_ms = (time.perf_counter() - received_s) * 1000.0
@@ -228,7 +230,7 @@ class InferenceServer:
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
         self._check_model(head.op)
-        client: ClientKey = tuple(bytes(e) for e in envelope)
+        client: ClientKey = tuple(envelope)
         if self._inflight_total >= self.config.server.max_inflight:
             raise ProtocolError(ErrorCode.OVERLOADED, f"server queue is full ({self._inflight_total} requests)")
         if self._inflight[client] >= self.config.server.max_inflight_per_client:
@@ -297,7 +299,7 @@ class InferenceServer:
         return {
             "protocol": list(SUPPORTED_VERSIONS),
             "server": {"name": self.config.server.name, "version": bridge.__version__},
-            "ops": sorted(self._served_ops()),
+            "ops": sorted(self._served_ops),
             "models": models,
             "limits": {
                 "max_message_bytes": self.config.server.max_message_bytes,

@@ -26,7 +26,7 @@ ClientKey = tuple[bytes, ...]  # the routing envelope identifies the client
 class Work:
     """One admitted request. ``payload`` is an Observation, a GenerationRequest or a session."""
 
-    envelope: list[Buffer]
+    envelope: list[bytes]  # routing identities, as received
     client: ClientKey
     request_id: int | str
     op: str
@@ -62,7 +62,7 @@ class Outbox:
     def wake_fd(self) -> int:
         return self._read_fd
 
-    def _put(self, client: ClientKey, envelope: list[Buffer], header: dict[str, Any], final: bool) -> None:
+    def _put(self, client: ClientKey, envelope: list[bytes], header: dict[str, Any], final: bool) -> None:
         frames = encode_message(header, self.frame_threshold_bytes)
         self._queue.put(Outgoing(client, [*envelope, b"", *frames], final))
         try:
