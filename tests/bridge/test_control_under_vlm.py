@@ -1,8 +1,10 @@
 """Control latency with the real tiny models: `act` while 8 Moondream captions stream.
 
-Bound stated and asserted: p99 `act` round trip under load <= max(3 x idle p99, idle p99 + 40 ms).
-Serving captions whole would instead make an `act` wait for entire captions (~150-200 ms for
-long tiny captions here), which this bound excludes. Figures for the real sizes: docs/benchmarks.md.
+Bound stated and asserted: under load, the `act` round trip's p90 <= idle p90 + 30 ms and its
+median <= idle median + 15 ms. Serving captions whole would instead make most `act`s wait for
+entire captions (~150-200 ms of 8 x 64-token captions here), which this bound excludes. p90,
+not p99, because a p99 of 100 samples on a shared 2-core machine is one host hiccup; the p99
+figures (target <= 1.5x idle) are measured by `vtla-bridge bench control` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def test_act_latency_while_8_captions_stream(start_server: StartServer) -> None:
     async def run() -> tuple[list[float], list[float], int, int]:
         async with AsyncBridgeClient(server.endpoint, timeout_s=60) as client:
             await act_latencies_ms(client, 10)  # warm
-            idle = await act_latencies_ms(client, 60)
+            idle = await act_latencies_ms(client, 100)
             stop = asyncio.Event()
             chunks = 0
             captions = 0
@@ -48,7 +50,7 @@ def test_act_latency_while_8_captions_stream(start_server: StartServer) -> None:
             streams = [asyncio.ensure_future(caption_forever()) for _ in range(8)]
             await asyncio.sleep(0.3)
             steps_before = server.loop.state.counters["decode_steps"]
-            busy = await act_latencies_ms(client, 60)
+            busy = await act_latencies_ms(client, 100)
             steps_during = server.loop.state.counters["decode_steps"] - steps_before
             stop.set()
             await asyncio.gather(*streams)
@@ -56,8 +58,10 @@ def test_act_latency_while_8_captions_stream(start_server: StartServer) -> None:
             return idle, busy, steps_during, captions
 
     idle, busy, steps_during, captions = asyncio.run(run())
-    idle_p99, busy_p99 = float(np.percentile(idle, 99)), float(np.percentile(busy, 99))
-    print(f"idle p99 {idle_p99:.1f} ms, busy p99 {busy_p99:.1f} ms, {steps_during} steps, {captions} captions")
+    idle_p50, idle_p90 = np.percentile(idle, [50, 90])
+    busy_p50, busy_p90 = np.percentile(busy, [50, 90])
+    print(f"act idle p50/p90 {idle_p50:.1f}/{idle_p90:.1f} ms, under load {busy_p50:.1f}/{busy_p90:.1f} ms, "
+          f"{steps_during} decode steps, {captions} captions")
     assert steps_during > 20 and captions >= 8, "captions must be decoding while act is measured"
-    bound = max(3 * idle_p99, idle_p99 + 40.0)
-    assert busy_p99 <= bound, f"act p99 {busy_p99:.1f} ms under VLM load vs idle p99 {idle_p99:.1f} ms"
+    assert busy_p90 <= idle_p90 + 30.0
+    assert busy_p50 <= idle_p50 + 15.0

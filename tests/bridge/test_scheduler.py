@@ -78,8 +78,10 @@ def test_act_waits_at_most_about_one_decode_step(start_server: StartServer) -> N
             return latencies
 
     latencies = asyncio.run(run())
-    # an act arriving mid-step waits for that step (<= 50 ms) plus its own tiny forward
-    assert max(latencies) < step_s * 1000 * 2 + 50, latencies
+    # an act arriving mid-step waits for that step (<= 50 ms) plus its own tiny forward; waiting
+    # for whole captions would take 2 s. Median and p90, so one host hiccup cannot fail it.
+    assert np.median(latencies) < step_s * 1000 + 30, latencies
+    assert np.percentile(latencies, 90) < step_s * 1000 * 2 + 50, latencies
 
 
 def test_expired_generation_requests_are_not_started(start_server: StartServer) -> None:
