@@ -42,7 +42,7 @@ async def assert_fast_503(client: TestClient) -> None:
         resp = await client.request(method, path, **kwargs)
         elapsed_s = time.perf_counter() - started
         assert resp.status == 503, (path, await resp.text())
-        assert elapsed_s < 0.5, (path, elapsed_s)
+        assert elapsed_s < 2.0, (path, elapsed_s)  # not the 60 s request timeout; slack for host hiccups
         body = await resp.json()
         if path != "/health":
             assert body["error"]["code"] == "server_unreachable" and body["error"]["retryable"] is True
