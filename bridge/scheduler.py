@@ -3,9 +3,10 @@
 Per iteration (see docs/architecture.md):
 1. take everything waiting in the inbox; validate ``act`` observations and bucket them by shape;
 2. control first: run one forward per shape bucket (up to ``max_batch`` each) and reply;
-3. otherwise advance the VLM: admit one waiting generation request (image encode + prefill)
-   into a free slot, or run one decode step for all active sequences together.
-Because VLM work advances one step at a time, an ``act`` waits at most one decode step.
+3. otherwise advance the VLM: admit one waiting generation request into a free slot, or run
+   one ``Generator.step()``: a unit of admission work (a few crops, a prefill) or one decode
+   step for all decoding sequences together.
+Because VLM work advances one unit at a time, an ``act`` waits at most one such unit.
 """
 
 from __future__ import annotations

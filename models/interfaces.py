@@ -150,15 +150,18 @@ class Generator(Protocol):
         ...
 
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
-        """Encode the image and prefill the prompt into a free slot.
+        """Take a free slot for this request.
 
-        May already return events (a first chunk, or a final result for requests that finish
-        during prefill). Raises :class:`InputError` for bad input, leaving no slot taken.
+        The admission work (image encode, prefill) may run here or, better for control latency,
+        in the following ``step()`` calls, a bounded unit at a time. May already return events
+        (a first chunk, or a final result). Raises :class:`InputError` for bad input, leaving no
+        slot taken.
         """
         ...
 
     def step(self) -> list[GenerationEvent]:
-        """Advance every active sequence by one decode step, together."""
+        """One bounded unit of work: an admission unit, or one decode step for all decoding
+        sequences together."""
         ...
 
     def cancel(self, key: int) -> None:
