@@ -257,8 +257,8 @@ class AsyncBridgeClient:
 
     async def detect(self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None) -> RegionResult:
         reply = await self.call(OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)})
-        return RegionResult(list(reply.result["objects"]), reply.timing, reply.round_trip_ms)
+        return RegionResult.from_reply(reply, "objects")
 
     async def point(self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None) -> RegionResult:
         reply = await self.call(OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)})
-        return RegionResult(list(reply.result["points"]), reply.timing, reply.round_trip_ms)
+        return RegionResult.from_reply(reply, "points")

@@ -220,7 +220,7 @@ class BridgeClient:
         reply = self.call(
             OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
         )
-        return RegionResult(list(reply.result["objects"]), reply.timing, reply.round_trip_ms)
+        return RegionResult.from_reply(reply, "objects")
 
     def point(
         self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None, timeout_s: float | None = None
@@ -228,7 +228,7 @@ class BridgeClient:
         reply = self.call(
             OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
         )
-        return RegionResult(list(reply.result["points"]), reply.timing, reply.round_trip_ms)
+        return RegionResult.from_reply(reply, "points")
 
     def _text(
         self, op: str, args: dict[str, Any], key: str, stream: bool, timeout_s: float | None

@@ -75,6 +75,10 @@ class RegionResult:
     timing: Mapping[str, float] = field(default_factory=dict)
     round_trip_ms: float = 0.0
 
+    @classmethod
+    def from_reply(cls, reply: Reply, key: str) -> RegionResult:
+        return cls(list(reply.result[key]), reply.timing, reply.round_trip_ms)
+
 
 def image_arg(image: Any) -> Any:
     """Accept an (H, W, 3) uint8 array, JPEG/PNG bytes, an EncodedImage or a PIL image."""
