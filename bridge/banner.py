@@ -8,9 +8,10 @@ from bridge.server import InferenceServer
 _RULE = "=" * 72
 
 
-def banner(config: BridgeConfig, server: InferenceServer) -> str:
+def banner(config: BridgeConfig, server: InferenceServer, config_source: str | None = None) -> str:
     state = server.loop.state
     lines = [_RULE, f" vtla-bridge inference server  ·  protocol v1  ·  {server.endpoint}", _RULE]
+    lines.append(f" config: {config_source or 'built-in defaults (= configs/default.toml)'}")
     lines.append(f" device: {state.device}  dtype: {state.dtype}  cuda_available: {state.cuda_available}")
     lines.append(
         f" batching: max_batch={config.batching.max_batch} max_wait_ms={config.batching.max_wait_ms:g}"

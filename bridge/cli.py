@@ -70,7 +70,7 @@ def _serve(argv: Sequence[str]) -> int:
         print(f"vtla-bridge serve: {server.loop.state.detail}", file=sys.stderr)
         server.stop()
         return 1
-    print(banner(config, server), file=sys.stderr, flush=True)
+    print(banner(config, server, args.config), file=sys.stderr, flush=True)
     stop.wait()
     server.stop()
     return 0

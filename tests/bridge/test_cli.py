@@ -54,6 +54,7 @@ def test_serve_default_config_banner_and_clean_stop(sig: signal.Signals) -> None
         text = read_until(proc, "Ready for inference")
         assert endpoint in text
         assert "RANDOM WEIGHTS" in text and "device: cpu" in text
+        assert "config: built-in defaults" in text
         with BridgeClient(endpoint, timeout_s=30) as client:
             assert client.health()["status"] == "ok"
             assert client.act(image=np.zeros((64, 64, 3), np.uint8), instruction="push").actions.shape[1] == 7
