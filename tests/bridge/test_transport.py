@@ -261,3 +261,20 @@ def test_stale_replies_are_discarded() -> None:
         client.close()
         router.close(linger=0)
         ctx.term()
+
+
+@pytest.mark.parametrize(("max_wait_ms", "expected_batch"), [(0.0, 1), (300.0, 2)])
+def test_max_wait_ms_lets_a_batch_wait_for_stragglers(
+    start_server: StartServer, max_wait_ms: float, expected_batch: int
+) -> None:
+    server = start_server(batching={"max_wait_ms": max_wait_ms})
+
+    async def run() -> list[int]:
+        async with AsyncBridgeClient(server.endpoint) as client:
+            first = asyncio.ensure_future(client.act(image=image(1)))
+            await asyncio.sleep(0.05)  # the straggler arrives 50 ms later
+            second = asyncio.ensure_future(client.act(image=image(2)))
+            return [int(r.timing["batch_size"]) for r in await asyncio.gather(first, second)]
+
+    sizes = asyncio.run(run())
+    assert sizes[0] == expected_batch  # 0: the lone request never waits; 300 ms: it waits for company
