@@ -126,3 +126,21 @@ def test_shutdown_answers_in_flight_work(start_server: StartServer) -> None:
         assert not isinstance(outcome, BaseException) or (
             isinstance(outcome, BridgeError) and outcome.code == ErrorCode.MODEL_UNAVAILABLE)
     assert any(not isinstance(o, BaseException) for o in outcomes)
+
+
+class ExplodingPolicy(EchoPolicy):
+    def act(self, batch):  # type: ignore[no-untyped-def]
+        if any(obs.instruction == "explode" for obs in batch):
+            raise RuntimeError("secret internal detail")
+        return super().act(batch)
+
+
+def test_model_exception_is_internal_and_the_server_goes_on(start_server: StartServer) -> None:
+    server = start_server(policy=ExplodingPolicy())
+    with BridgeClient(server.endpoint) as client:
+        with pytest.raises(BridgeError) as info:
+            client.act(image=IMG, instruction="explode")
+        assert info.value.code == ErrorCode.INTERNAL and info.value.retryable
+        assert "secret" not in info.value.message  # details go to the log, not to clients
+        assert client.act(image=IMG, instruction="fine").action[1] == 4
+        assert client.health()["status"] == "ok"
