@@ -14,14 +14,14 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from sim_adapters.chunking import ChunkExecutor, ChunkSettings
-from sim_adapters.interface import AdapterSettings, SimAdapter, SimUnavailable, UnknownTask
+from sim_adapters.interface import ActInputs, AdapterSettings, SimAdapter, SimUnavailable, UnknownTask
 from sim_adapters.metrics import EpisodeResult, StepTiming, format_summary, summarize
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,33 @@ class ActClient(Protocol):
 
 
 @dataclass(frozen=True)
+class PolicyInputs:
+    """Which optional inputs the served policy takes, from its ``hello`` entry.
+
+    Adapters observe everything they can (privileged state as ``proprio``, tactile image,
+    force/torque); only what the policy declares is sent, so the same adapter drives a scripted
+    expert (which needs ``proprio``) and the VTLA (which refuses it).
+    """
+
+    proprio: bool = True
+    tactile_image: bool = True
+    force_torque: bool = True
+
+    @classmethod
+    def from_hello(cls, hello: Mapping[str, Any]) -> PolicyInputs:
+        for entry in (hello.get("models") or {}).values():
+            if isinstance(entry, Mapping) and "action" in entry:  # the act model's entry
+                tactile = entry.get("tactile") or {}
+                return cls(bool(entry.get("proprio")), "image" in tactile, "force_torque" in tactile)
+        return cls()
+
+    def tactile(self, inputs: ActInputs) -> dict[str, np.ndarray] | None:
+        out = {k: v for k, v in (inputs.tactile() or {}).items()
+               if (k == "image" and self.tactile_image) or (k == "force_torque" and self.force_torque)}
+        return out or None
+
+
+@dataclass(frozen=True)
 class RunSettings:
     episodes: int = 10
     seed: int = 0  # episode i uses seed + i
@@ -54,6 +81,7 @@ class RunSettings:
     stop_on_success: bool = True
     record_episodes: int = 0  # keep the frames of the first N episodes (for the video)
     session_prefix: str = "sim"
+    inputs: PolicyInputs = field(default_factory=PolicyInputs)  # what to send: PolicyInputs.from_hello
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -69,7 +97,9 @@ class RunOutput:
     summary: dict[str, Any]
 
 
-def _query(client: ActClient, adapter: SimAdapter, instruction: str, session: str) -> tuple[np.ndarray, StepTiming]:
+def _query(
+    client: ActClient, adapter: SimAdapter, instruction: str, session: str, accepts: PolicyInputs
+) -> tuple[np.ndarray, StepTiming]:
     inputs = adapter.observe()
     kwargs: dict[str, Any] = {}
     if len(inputs.images) == 1:
@@ -77,7 +107,11 @@ def _query(client: ActClient, adapter: SimAdapter, instruction: str, session: st
     else:
         kwargs["images"] = dict(inputs.images)
     result = client.act(
-        **kwargs, instruction=instruction, tactile=inputs.tactile(), proprio=inputs.proprio, session=session
+        **kwargs,
+        instruction=instruction,
+        tactile=accepts.tactile(inputs),
+        proprio=inputs.proprio if accepts.proprio else None,
+        session=session,
     )
     actions = np.asarray(result.actions, dtype=np.float32)
     if actions.ndim == 1:
@@ -109,7 +143,7 @@ def run_episode(
         frames.append(adapter.render())
     for step in range(adapter.max_steps):
         if executor.needs_query(step):
-            actions, timing = _query(client, adapter, instruction, session)
+            actions, timing = _query(client, adapter, instruction, session, settings.inputs)
             executor.add(step, actions)
             result.timings.append(timing)
             result.queries += 1
@@ -250,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print("run-sim: note: the server's policy has RANDOM weights", file=sys.stderr)
         meta = {"sim": args.sim, "task": args.task, "server": args.server, "seed": args.seed,
                 "chunking": {"replan_steps": args.replan_steps, "temporal_ensemble": args.temporal_ensemble}}
+        settings = replace(settings, inputs=PolicyInputs.from_hello(hello))
         out = run_episodes(adapter, client, settings, progress=not args.no_progress, meta=meta)
     except BridgeError as exc:
         print(f"run-sim: server error: {exc}", file=sys.stderr)

@@ -51,3 +51,22 @@ def test_action_without_a_covering_chunk_is_an_error():
         ex.action(0)
     with pytest.raises(ValueError):
         ex.add(0, np.zeros(7))
+
+
+def test_policy_inputs_follow_the_hello_entry() -> None:
+    from sim_adapters.interface import ActInputs
+    from sim_adapters.runner import PolicyInputs
+
+    vtla = {"models": {"vtla": {"action": {"dim": 7}, "proprio": None, "tactile": {"force_torque": {"dim": 6}}},
+                       "moondream": {"skills": ["caption"]}}}
+    expert = {"models": {"expert": {"action": {"dim": 7}, "proprio": {"dim": 19}, "tactile": {"image": {}}}}}
+    accepts_vtla, accepts_expert = PolicyInputs.from_hello(vtla), PolicyInputs.from_hello(expert)
+    assert accepts_vtla == PolicyInputs(proprio=False, tactile_image=False, force_torque=True)
+    assert accepts_expert == PolicyInputs(proprio=True, tactile_image=True, force_torque=False)
+    assert PolicyInputs.from_hello({}) == PolicyInputs()  # unknown server: send everything
+    inputs = ActInputs(images={"cam": np.zeros((4, 4, 3), np.uint8)}, tactile_image=np.zeros((2, 2, 3), np.uint8),
+                       force_torque=np.ones(6, np.float32), proprio=np.zeros(19, np.float32))
+    tactile = accepts_vtla.tactile(inputs)
+    assert tactile is not None and set(tactile) == {"force_torque"}
+    assert accepts_expert.tactile(inputs) is not None and set(accepts_expert.tactile(inputs) or {}) == {"image"}
+    assert PolicyInputs(False, False, False).tactile(inputs) is None

@@ -156,3 +156,25 @@ def test_fetch_pick_and_place_expert_over_zeromq():
         adapter.close()
         server.stop()
     assert out.summary["success_rate"] >= 0.75, out.summary["per_episode"]
+
+
+def test_run_sim_drives_the_vtla_policy_too(tmp_path: Path) -> None:
+    """The default server (tiny VTLA, random weights) refuses proprio: run-sim sends only what the
+    policy's hello entry declares, so the same robosuite adapter drives the learned policy."""
+    pytest.importorskip("robosuite", reason="pip install robosuite==1.5.2 mujoco==3.3.7")
+    config = with_overrides(load_config(CONFIGS / "default.toml"), server={"bind": "tcp://127.0.0.1:*"},
+                            vlm={"enabled": False})
+    server = InferenceServer(config)
+    server.start()
+    assert server.wait_ready(60), server.loop.state.detail
+    out_json = tmp_path / "vtla.json"
+    try:
+        code = main(["robosuite", "--task", "Lift", "--episodes", "1", "--max-steps", "6", "--image-size", "64",
+                     "--server", server.endpoint, "--rate-hz", "0", "--json", str(out_json), "--no-progress"])
+        counters = server.loop.state.counters
+    finally:
+        server.stop()
+    assert code == 0
+    summary = json.loads(out_json.read_text())
+    assert summary["episodes"] == 1
+    assert counters["act_requests"] >= 2  # 6 steps of 4-step chunks: the VTLA answered every query
