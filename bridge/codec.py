@@ -37,6 +37,14 @@ class EncodedImage:
 
 Buffer = bytes | memoryview
 
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"))
+
+
+def sniff_image_format(data: bytes | memoryview) -> str | None:
+    """"jpeg" or "png" from the file's magic bytes, else None."""
+    head = bytes(data[:8])
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
 
 # ----------------------------------------------------------------------------- encoding
 

@@ -23,7 +23,8 @@ class ImageLimits:
     max_pixels: int
 
 
-def _check_size(field: str, width: int, height: int, limits: ImageLimits) -> None:
+def check_image_size(field: str, width: int, height: int, limits: ImageLimits) -> None:
+    """payload_too_large over the limits, bad_request for an empty image."""
     if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels:
         raise ProtocolError(
             ErrorCode.PAYLOAD_TOO_LARGE,
@@ -41,7 +42,7 @@ def decode_encoded(field: str, image: EncodedImage, limits: ImageLimits) -> np.n
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             pil = Image.open(io.BytesIO(image.data), formats=[_PIL_FORMATS[image.format]])
             width, height = pil.size
-            _check_size(field, width, height, limits)
+            check_image_size(field, width, height, limits)
             pil.draft("RGB", (width, height))
             rgb = np.asarray(pil.convert("RGB"))
     except ProtocolError:
@@ -65,7 +66,7 @@ def image_from_arg(field: str, value: Any, limits: ImageLimits) -> np.ndarray:
                 ErrorCode.BAD_REQUEST,
                 f"{field}: expected an (H, W, 3) uint8 RGB array, got shape {list(value.shape)} {value.dtype}",
             )
-        _check_size(field, value.shape[1], value.shape[0], limits)
+        check_image_size(field, value.shape[1], value.shape[0], limits)
         return value
     raise ProtocolError(
         ErrorCode.BAD_REQUEST,

@@ -11,12 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from bridge.codec import Buffer, EncodedImage, decode_header, encode_message
+from bridge.codec import Buffer, EncodedImage, decode_header, encode_message, sniff_image_format
 from bridge.errors import BridgeError, ProtocolViolation
 from bridge.protocol import PROTOCOL_VERSION
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # replies come from a trusted server, but keep a bound anyway
 _MAX_REPLY_ARRAY_BYTES = 1 << 31
 
@@ -86,11 +84,10 @@ def image_arg(image: Any) -> Any:
         return image
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
-        if data.startswith(_JPEG_MAGIC):
-            return EncodedImage("jpeg", data)
-        if data.startswith(_PNG_MAGIC):
-            return EncodedImage("png", data)
-        raise ValueError("image bytes are neither JPEG nor PNG")
+        fmt = sniff_image_format(data)
+        if fmt is None:
+            raise ValueError("image bytes are neither JPEG nor PNG")
+        return EncodedImage(fmt, data)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         return np.asarray(image.convert("RGB"))
     raise TypeError(f"unsupported image type {type(image).__name__}")

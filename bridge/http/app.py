@@ -12,10 +12,10 @@ from aiohttp import web
 
 from bridge.http import keys, routes_meta, routes_predict, routes_v1
 from bridge.http.errors import ERROR_CODE_KEY, Handler, error_middleware
-from bridge.http.images import ImageLimits
 from bridge.http.metrics import HttpMetrics
 from bridge.http.settings import HttpSettings
 from bridge.http.upstream import ClientFactory, Upstream, default_client_factory
+from bridge.images import ImageLimits
 
 logger = logging.getLogger(__name__)
 

@@ -14,19 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bridge.codec import EncodedImage
+from bridge.codec import EncodedImage, sniff_image_format
 from bridge.http.errors import ApiError
-from bridge.protocol import ErrorCode
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_width: int
-    max_height: int
-    max_pixels: int
+from bridge.images import ImageLimits, check_image_size
+from bridge.protocol import ErrorCode, ProtocolError
 
 
 @dataclass(frozen=True)
@@ -52,13 +43,10 @@ def decode_data_uri(uri: object, field: str = "image_url") -> bytes:
 
 
 def _check_size(width: int, height: int, limits: ImageLimits, field: str) -> None:
-    if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels:
-        raise ApiError(
-            413,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"{field}: {width}x{height} exceeds the limits "
-            f"({limits.max_width}x{limits.max_height}, {limits.max_pixels} pixels)",
-        )
+    try:
+        check_image_size(field, width, height, limits)
+    except ProtocolError as exc:  # the server's own check, as an HTTP status
+        raise ApiError(413 if exc.code == ErrorCode.PAYLOAD_TOO_LARGE else 400, exc.code, exc.message) from None
 
 
 def load_image(data: bytes, limits: ImageLimits, field: str = "image") -> HttpImage:
@@ -69,10 +57,9 @@ def load_image(data: bytes, limits: ImageLimits, field: str = "image") -> HttpIm
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             width, height = img.size
             _check_size(width, height, limits, field)
-            if data.startswith(_JPEG_MAGIC):
-                return HttpImage(EncodedImage("jpeg", data), width, height)
-            if data.startswith(_PNG_MAGIC):
-                return HttpImage(EncodedImage("png", data), width, height)
+            fmt = sniff_image_format(data)
+            if fmt is not None:
+                return HttpImage(EncodedImage(fmt, data), width, height)
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: not a readable image") from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.http.images import ImageLimits
 from bridge.http.metrics import HttpMetrics
 from bridge.http.settings import HttpSettings
 from bridge.http.upstream import Upstream
+from bridge.images import ImageLimits
 
 SETTINGS = web.AppKey("settings", HttpSettings)
 METRICS = web.AppKey("metrics", HttpMetrics)
