@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from bridge.protocol import ACTION_NAMES, ACTION_UNITS
 from models.interfaces import InputError, ModelInfo, Observation
 from models.registry import ModelSpec
 
 ACTION_DIM = 7
-ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "closed_fraction")
 
 
 class NullPolicy:

@@ -63,6 +63,9 @@ RETRYABLE: Final[Mapping[str, bool]] = MappingProxyType(
     }
 )
 
+# The action layout of an ``act`` result, in physical units: the one source for every policy.
+ACTION_NAMES: Final = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+ACTION_UNITS: Final = ("m", "m", "m", "rad", "rad", "rad", "closed_fraction")  # gripper: 0 open .. 1 closed
 ACTION_DESCRIPTION: Final[Mapping[str, str]] = MappingProxyType(
     {
         "0-2": "translation (dx, dy, dz) in meters",

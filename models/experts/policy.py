@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.protocol import ACTION_DESCRIPTION
+from bridge.protocol import ACTION_DESCRIPTION, ACTION_NAMES, ACTION_UNITS
 from models.experts.pick_place import ExpertParams, expert_chunk
 from models.interfaces import InputError, ModelInfo, Observation
 from sim_adapters.privileged import PROPRIO_DIM, PROPRIO_FIELDS, PrivilegedState
@@ -22,8 +22,6 @@ from sim_adapters.tactile_layout import pads_in_contact
 
 logger = logging.getLogger(__name__)
 
-ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "closed_fraction")
 DEFAULT_CAMERAS = ("primary",)
 
 

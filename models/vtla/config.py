@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from bridge.protocol import ACTION_NAMES, ACTION_UNITS
+
 CONFIG_FORMAT = "vtla-bridge/vtla-config/1"
 
-ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "closed_fraction")
 
 # The predecessor's published /stats (PREDECESSORS.md): the tiny preset serves these by default.
 PREDECESSOR_MEAN = (-5.6e-06, 1.7e-05, 4.0e-05, -5.5e-05, -2.4e-04, -9.5e-05, 0.1132)

@@ -7,13 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.protocol import ACTION_DESCRIPTION
 from models.vtla.config import ActionConfig, Normalization
-
-STATS_DESCRIPTION = {
-    "0-2": "translation (dx, dy, dz) in meters",
-    "3-5": "rotation (droll, dpitch, dyaw) in radians",
-    "6": "gripper (0=open, 1=closed)",
-}
 
 
 def denormalize_np(normalized: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -75,7 +70,7 @@ def stats_payload(norm: Normalization) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "mean": [float(v) for v in norm.mean],
         "std": [float(v) for v in norm.std],
-        "description": dict(STATS_DESCRIPTION),
+        "description": dict(ACTION_DESCRIPTION),
         "type": norm.type,
     }
     if norm.type == "quantile":
