@@ -7,6 +7,7 @@ Nothing here ever unpickles: only msgpack's plain types are decoded.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,15 +104,30 @@ def encode_message(
 # ----------------------------------------------------------------------------- decoding
 
 
+_BIN_KEYS = {k: k.encode() for k in (NDARRAY_KEY, NPGENERIC_KEY, IMAGE_KEY, "data", "frame", "dtype", "shape")}
+
+
 def _get(obj: dict[Any, Any], key: str) -> Any:
     """Field lookup accepting the key as msgpack str or bin."""
     if key in obj:
         return obj[key]
-    return obj.get(key.encode())
+    return obj.get(_BIN_KEYS[key])
 
 
 def _has(obj: dict[Any, Any], key: str) -> bool:
-    return key in obj or key.encode() in obj
+    return key in obj or _BIN_KEYS[key] in obj
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_dtype(raw: str) -> np.dtype[Any]:
+    """A numpy dtype string -> dtype; cached (clients send the same few), errors not cached."""
+    try:
+        dtype = np.dtype(raw)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: unknown dtype {raw!r}") from exc
+    if dtype.kind in _REJECTED_DTYPE_KINDS or dtype.itemsize == 0 or dtype.hasobject:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: dtype {raw!r} is not allowed (object/void/complex)")
+    return dtype
 
 
 class _Materializer:
@@ -155,13 +171,7 @@ class _Materializer:
             raw = raw.decode("ascii", "replace")
         if not isinstance(raw, str) or len(raw) > 16:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {raw!r}")
-        try:
-            dtype = np.dtype(raw)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: unknown dtype {raw!r}") from exc
-        if dtype.kind in _REJECTED_DTYPE_KINDS or dtype.itemsize == 0 or dtype.hasobject:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: dtype {raw!r} is not allowed (object/void/complex)")
-        return dtype
+        return _parse_dtype(raw)
 
     def _array(self, obj: dict[Any, Any]) -> np.ndarray:
         dtype = self._dtype(obj)
