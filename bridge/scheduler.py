@@ -209,12 +209,8 @@ class InferenceLoop:
             try:
                 policy.validate(work.payload)
                 key = policy.batch_key(work.payload)
-            except InputError as exc:
-                self.outbox.error(work, ProtocolError(ErrorCode.BAD_REQUEST, str(exc)))
-                return
-            except Exception:
-                logger.exception("validate/batch_key failed for request %r", work.request_id)
-                self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "internal error while validating"))
+            except Exception as exc:
+                self.outbox.fail(work, exc, "validation")
                 return
             self._buckets.setdefault(key, deque()).append(work)
         elif work.op == OP_RESET:
@@ -292,13 +288,10 @@ class InferenceLoop:
         key = work.payload.key
         try:
             events = self._generator.admit(work.payload)
-        except InputError as exc:
-            self.outbox.error(work, ProtocolError(ErrorCode.BAD_REQUEST, str(exc)))
-            return
-        except Exception:
-            logger.exception("admission failed for request %r", work.request_id)
-            self._generator.cancel(key)
-            self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "generation failed"))
+        except Exception as exc:
+            if not isinstance(exc, InputError):  # bad input takes no slot; anything else may have
+                self._generator.cancel(key)
+            self.outbox.fail(work, exc, "generation")
             return
         work.compute_ms += (time.perf_counter() - now) * 1000.0
         self._gen_active[key] = work

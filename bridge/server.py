@@ -39,7 +39,6 @@ from bridge.protocol import (
 from bridge.scheduler import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.work import ClientKey, Outbox, Work
 from models import registry
-from models.interfaces import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -274,15 +273,8 @@ class InferenceServer:
                 request = parse_generation(work.op, key, args, self._limits)
                 generator = self.loop.generator
                 work.payload = generator.prepare(request) if generator is not None else request
-        except ProtocolError as exc:
-            self.outbox.error(work, exc)
-            return
-        except InputError as exc:
-            self.outbox.error(work, ProtocolError(ErrorCode.BAD_REQUEST, str(exc)))
-            return
-        except Exception:
-            logger.exception("unexpected error parsing request %r", work.request_id)
-            self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "unexpected server error"))
+        except Exception as exc:
+            self.outbox.fail(work, exc, "parsing")
             return
         self.loop.submit(work)
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.codec import Buffer, encode_message
-from bridge.protocol import ProtocolError, error_header, partial_header, success_header
+from bridge.protocol import ErrorCode, ProtocolError, error_header, partial_header, success_header
+from models.interfaces import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,18 @@ class Outbox:
 
     def error(self, work: Work, exc: ProtocolError) -> None:
         self._put(work.client, work.envelope, error_header(work.request_id, exc.code, exc.message), True)
+
+    def fail(self, work: Work, exc: BaseException, what: str) -> None:
+        """The one mapping from an exception to an error reply: ProtocolError as it is,
+        InputError -> bad_request, anything else -> internal (traceback to the log only)."""
+        if isinstance(exc, ProtocolError):
+            error = exc
+        elif isinstance(exc, InputError):
+            error = ProtocolError(ErrorCode.BAD_REQUEST, str(exc))
+        else:
+            logger.error("%s failed for request %r", what, work.request_id, exc_info=exc)
+            error = ProtocolError(ErrorCode.INTERNAL, f"{what} failed")
+        self.error(work, error)
 
     def close(self) -> None:
         os.close(self._read_fd)
