@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 # subcommand -> "module:function" taking the remaining argv
 DELEGATED = {
-    "http": ("bridge.http.cli:main", "the HTTP companion (aiohttp), a client of the inference server"),
+    "http": ("bridge.http.command:main", "the HTTP companion (aiohttp), a client of the inference server"),
     "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
-    "bench": ("bench.cli:main", "run the benchmarks in bench/"),
+    "bench": ("bench.command:main", "run the benchmarks in bench/"),
 }
 
 

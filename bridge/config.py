@@ -15,16 +15,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from models.registry import ModelSpec
+from vtla_contracts.errors import ConfigError
+from vtla_contracts.model_spec import ModelSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.batching import BatchingOptions, run_batching
-from bench.cli import main
+from bench.command import main
 from bench.control import ControlOptions, run_control
 from bench.gpu import GpuOptions, run_gpu
 from bench.plots import plot

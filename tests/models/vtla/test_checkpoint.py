@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.registry import ModelSpec
 from models.vtla.checkpoint import WEIGHTS_FILE, CheckpointError, save_checkpoint
 from models.vtla.serving import VTLAPolicy, load_policy
 from tests.models.vtla.conftest import force_torque, make_obs
+from vtla_contracts.model_spec import ModelSpec
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from models.interfaces import InputError, Observation
-from models.registry import ModelSpec
 from models.vtla.serving import VTLAPolicy, load_policy
 from tests.models.vtla.conftest import force_torque, make_image, make_obs
+from vtla_contracts.model_spec import ModelSpec
 
 # Differences are measured in normalised units (physical difference / that dimension's std).
 # Batched and one-by-one forwards differ only by float32 reduction order (observed ~1e-7).
@@ -196,7 +196,7 @@ def test_hub_download_without_path_is_refused() -> None:
 
 
 def test_registry_resolves_the_factory() -> None:
-    from models.registry import load_policy as registry_load
+    from models.model_kinds import load_policy as registry_load
 
     policy = registry_load(ModelSpec(kind="vtla"), "cpu", "float32")
     assert isinstance(policy, VTLAPolicy)
