@@ -29,6 +29,11 @@ STREAMING_OPS: Final = (OP_CAPTION, OP_QUERY)
 ALL_OPS: Final = (*CONTROL_OPS, OP_ACT, *GENERATION_OPS)
 
 CAPTION_LENGTHS: Final = ("short", "normal", "long")
+ACT_ARGS: Final = ("image", "images", "instruction", "tactile", "proprio", "session")  # others: bad_request
+
+# compatible extension: a request header key asking for every reply array inline (no buffer frames),
+# for decoders that know only inline ``data`` (openpi-client's msgpack_numpy)
+INLINE_ARRAYS_KEY: Final = "inline_arrays"
 
 # value markers (decoders accept them as str or bin; this project's encoders write bin)
 NDARRAY_KEY: Final = "__ndarray__"

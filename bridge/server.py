@@ -224,7 +224,9 @@ class InferenceServer:
             result = {OP_HELLO: self._hello, OP_HEALTH: self._health, OP_STATS: self._stats}[head.op]()
             elapsed_ms = (time.perf_counter() - received_s) * 1000.0
             timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": elapsed_ms, "batch_size": 1}
-            self._send(sock, [*envelope, b"", *encode_message(success_header(head.request_id, result, timing))])
+            threshold = None if head.inline_arrays else self.config.server.frame_threshold_bytes
+            reply = encode_message(success_header(head.request_id, result, timing), threshold)
+            self._send(sock, [*envelope, b"", *reply])
             return
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
@@ -240,6 +242,7 @@ class InferenceServer:
             )
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
         work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s)
+        work.inline_arrays = head.inline_arrays
         self._inflight_total += 1
         self._inflight[client] += 1
         key = next(self._keys)
