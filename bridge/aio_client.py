@@ -99,12 +99,16 @@ class AsyncBridgeClient(OpSurface):
         timeout_s: float = 10.0,
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
+        context: zmq.asyncio.Context | None = None,
     ) -> None:
+        """``context``: share one ZeroMQ context (one I/O thread) among many clients; the caller
+        then terms it. By default each client has its own."""
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.auth = auth
         self.frame_threshold_bytes = frame_threshold_bytes
-        self._context = zmq.asyncio.Context()
+        self._own_context = context is None
+        self._context = context if context is not None else zmq.asyncio.Context()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._last_rx = time.perf_counter()
@@ -143,7 +147,8 @@ class AsyncBridgeClient(OpSurface):
     async def close(self) -> None:
         await self._drop_socket("client closed")
         self._closed = True
-        self._context.term()
+        if self._own_context:
+            self._context.term()
 
     async def __aenter__(self) -> AsyncBridgeClient:
         return self

@@ -21,6 +21,7 @@ DELEGATED = {
     "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
+    "openpi": ("bridge.openpi.command:main", "openpi's websocket policy protocol, a client of the inference server"),
     "bench": ("bench.command:main", "run the benchmarks in bench/"),
 }
 

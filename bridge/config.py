@@ -98,6 +98,20 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class OpenpiConfig:
+    """openpi's websocket policy protocol (bridge/openpi/, docs/openpi.md), a client of the server."""
+
+    enabled: bool = True  # `vtla-bridge up` starts it
+    host: str = "127.0.0.1"
+    port: int = 8001
+    server: str = ""  # inference server endpoint; empty -> server.bind
+    api_keys: tuple[str, ...] = ()  # "Authorization: Api-Key <key>"; empty -> no auth
+    mapping: str = "libero"  # observation key mapping: libero | droid | aloha | custom
+    custom: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # mapping = "custom"
+    request_timeout_s: float = 60.0  # one observation -> actions, and the wait for a policy on connect
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -106,6 +120,7 @@ class BridgeConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     vlm: VlmConfig = field(default_factory=VlmConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    openpi: OpenpiConfig = field(default_factory=OpenpiConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -134,6 +149,12 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError(f"device.dtype: expected auto, float32, bfloat16 or float16, got {cfg.device.dtype!r}")
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
+    if not 0 < cfg.openpi.port < 65536:
+        raise ConfigError(f"openpi.port: expected 1..65535, got {cfg.openpi.port}")
+    _positive("openpi.request_timeout_s", cfg.openpi.request_timeout_s)
+    from bridge.openpi.mapping import resolve_mapping  # the presets are data beside that module
+
+    resolve_mapping(cfg.openpi.mapping, cfg.openpi.custom)
 
 
 def _coerce(path: str, value: Any, hint: Any) -> Any:
