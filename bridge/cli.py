@@ -18,7 +18,7 @@ from collections.abc import Sequence
 # subcommand -> "module:function" taking the remaining argv
 DELEGATED = {
     "http": ("bridge.http.command:main", "the HTTP companion (aiohttp), a client of the inference server"),
-    "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
+    "up": ("bridge.supervise:main", "start the inference server, the HTTP companion and the openpi endpoint together"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
     "openpi": ("bridge.openpi.command:main", "openpi's websocket policy protocol, a client of the inference server"),
