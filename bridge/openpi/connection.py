@@ -81,6 +81,8 @@ class PolicyConnection:
             await self._serve()
         except (MappingError, ProtocolError, BridgeError) as exc:
             await self._fail(_message(exc))
+        except ConnectionError as exc:  # the client left while its observation was being served
+            logger.info("openpi client left: %s", exc)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not leave the client waiting: say so, like openpi does

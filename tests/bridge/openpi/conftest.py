@@ -56,6 +56,7 @@ class LiveEndpoint:
 
 
 def start_inference(**sections: dict[str, Any]) -> InferenceServer:
+    sections = {"batching": {"max_batch": 8}, **sections}  # fewer warm-up buckets than the default 64
     config = server_config(device={"device": "cpu"}, vlm={"enabled": False}, **sections)
     server = InferenceServer(config)
     server.start()

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets.exceptions
-from openpi_client import action_chunk_broker, websocket_client_policy
+import websockets.sync.client
+from openpi_client import action_chunk_broker, msgpack_numpy, websocket_client_policy
 
 from bridge.client import BridgeClient
 from bridge.openpi.connection import UNITS_NOTE
@@ -276,3 +277,52 @@ def test_droid_preset_concatenates_joint_and_gripper_position(expert_server: Inf
                                    atol=1e-6)
     finally:
         live.stop()
+
+
+# ------------------------------------------------------------------ hostile and careless clients
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        (b"\xc1\xc1 not msgpack", "bad_request: header is not valid msgpack"),
+        (msgpack_numpy.packb([1, 2, 3]), "must be a map"),
+        (msgpack_numpy.packb({"observation/image": {b"__ndarray__": True, b"data": b"x", b"dtype": "|u1",
+                                                    b"shape": [2, 2, 3]}}), "needs 12 bytes, got 1"),
+        ("a text frame", "binary frames"),
+    ],
+)
+def test_garbage_frames_are_errors_not_crashes(tiny_endpoint: LiveEndpoint, frame: bytes | str, needle: str) -> None:
+    with websockets.sync.client.connect(f"ws://127.0.0.1:{tiny_endpoint.port}", compression=None,
+                                        max_size=None) as ws:
+        assert isinstance(ws.recv(timeout=30), bytes)  # the metadata
+        ws.send(frame)
+        message = ws.recv(timeout=30)
+        assert isinstance(message, str) and needle in message, message
+        with pytest.raises(websockets.exceptions.ConnectionClosedError):
+            ws.recv(timeout=5)
+    again = connect(tiny_endpoint)
+    try:
+        assert again.infer({"observation/image": IMAGE})["actions"].shape == (4, 7)
+    finally:
+        again._ws.close()
+
+
+def test_the_policy_s_own_refusal_reaches_the_client(expert_endpoint: LiveEndpoint) -> None:
+    policy = connect(expert_endpoint)
+    with pytest.raises(RuntimeError, match=r"bad_request: expert-lift needs 'proprio'"):
+        policy.infer({"observation/image": IMAGE})
+
+
+def test_a_client_that_leaves_mid_request_does_not_hurt_the_next(tiny_endpoint: LiveEndpoint) -> None:
+    for _ in range(3):
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{tiny_endpoint.port}", compression=None,
+                                            max_size=None) as ws:
+            ws.recv(timeout=30)
+            ws.send(msgpack_numpy.packb({"observation/image": IMAGE}))
+        # closed before the reply arrived
+    policy = connect(tiny_endpoint)
+    try:
+        assert policy.infer({"observation/image": IMAGE})["actions"].shape == (4, 7)
+    finally:
+        policy._ws.close()
