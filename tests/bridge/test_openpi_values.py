@@ -163,6 +163,14 @@ def _check_inline_replies(endpoint: str, chunk_size: int) -> None:
         assert sock.poll(20000)
         framed = sock.recv_multipart()
         assert len(framed) == (3 if actions.nbytes >= 1024 else 2)
+        # numpy scalars as elements of the proprio list, and np.str_ as the instruction
+        as_scalars = {**header, "id": 3, "args": {"image": IMAGE, "proprio": [np.float32(v) for v in proprio],
+                                                  "instruction": np.str_("lift the cube")}}
+        sock.send_multipart([b"", msgpack_numpy.packb(as_scalars)])
+        assert sock.poll(20000)
+        scalars = msgpack_numpy.unpackb(sock.recv_multipart()[1])
+        assert scalars["ok"], scalars
+        np.testing.assert_array_equal(scalars["result"]["actions"], actions)
     finally:
         sock.close(linger=0)
         ctx.term()
