@@ -109,6 +109,7 @@ class OpenpiConfig:
     mapping: str = "libero"  # observation key mapping: libero | droid | aloha | custom
     custom: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # mapping = "custom"
     request_timeout_s: float = 60.0  # one observation -> actions, and the wait for a policy on connect
+    max_message_bytes: int = 0  # largest websocket frame accepted; 0: no limit (as openpi's server)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def _validate(cfg: BridgeConfig) -> None:
     if not 0 < cfg.openpi.port < 65536:
         raise ConfigError(f"openpi.port: expected 1..65535, got {cfg.openpi.port}")
     _positive("openpi.request_timeout_s", cfg.openpi.request_timeout_s)
+    if cfg.openpi.max_message_bytes < 0:
+        raise ConfigError(f"openpi.max_message_bytes: must be >= 0, got {cfg.openpi.max_message_bytes}")
     from bridge.openpi.mapping import resolve_mapping  # the presets are data beside that module
 
     resolve_mapping(cfg.openpi.mapping, cfg.openpi.custom)

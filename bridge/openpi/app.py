@@ -46,7 +46,8 @@ async def policy_websocket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if not authorized(request, settings.api_keys):
         return web.Response(status=401, text="missing or wrong 'Authorization: Api-Key <key>' header\n")
-    ws = web.WebSocketResponse(compress=False, max_msg_size=0)  # no compression, no frame-size limit
+    # no compression; no frame-size limit unless [openpi] max_message_bytes sets one
+    ws = web.WebSocketResponse(compress=False, max_msg_size=settings.max_message_bytes)
     if not ws.can_prepare(request).ok:
         return web.Response(status=426, text=_UPGRADE_HINT, headers={"Upgrade": "websocket"})
     await ws.prepare(request)

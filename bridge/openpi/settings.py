@@ -19,6 +19,7 @@ class OpenpiSettings:
     mapping: KeyMapping = presets()["libero"]
     request_timeout_s: float = 60.0
     max_array_bytes: int = 64 * 1024 * 1024  # per array in an observation (the server's own limit)
+    max_message_bytes: int = 0  # largest websocket frame; 0: no limit (openpi's default)
     policy_poll_s: float = 0.25  # on connect, while the server loads: how often to ask for the policy
 
     def __post_init__(self) -> None:
@@ -43,4 +44,5 @@ def settings_from_config(
         mapping=resolve_mapping(openpi.mapping, openpi.custom),
         request_timeout_s=openpi.request_timeout_s,
         max_array_bytes=config.limits.max_array_bytes,
+        max_message_bytes=openpi.max_message_bytes,
     )

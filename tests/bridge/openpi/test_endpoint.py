@@ -326,3 +326,19 @@ def test_a_client_that_leaves_mid_request_does_not_hurt_the_next(tiny_endpoint: 
         assert policy.infer({"observation/image": IMAGE})["actions"].shape == (4, 7)
     finally:
         policy._ws.close()
+
+
+def test_a_frame_over_max_message_bytes_closes_with_1009(tiny_server: InferenceServer) -> None:
+    live = endpoint_for(tiny_server, max_message_bytes=10_000)
+    try:
+        policy = connect(live)
+        with pytest.raises(websockets.exceptions.ConnectionClosedError) as info:
+            policy.infer({"observation/image": IMAGE})  # 150 kB
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        small = connect(live)
+        try:
+            assert small.infer({"observation/image": IMAGE[:32, :32].copy()})["actions"].shape == (4, 7)
+        finally:
+            small._ws.close()
+    finally:
+        live.stop()
