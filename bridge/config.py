@@ -212,6 +212,19 @@ def with_overrides(config: BridgeConfig, **sections: Mapping[str, Any]) -> Bridg
     return dataclasses.replace(config, **changes)
 
 
+SERVER_TOKENS_ENV = "VTLA_BRIDGE_TOKENS"  # comma-separated; adds to [server] auth_tokens (compose, k8s secrets)
+
+
+def with_environment(config: BridgeConfig, env: Mapping[str, str]) -> BridgeConfig:
+    """Secrets that belong in the environment, not in a TOML file: ``VTLA_BRIDGE_TOKENS`` adds
+    server tokens. The HTTP companion reads ``VLM_API_KEY`` itself (bridge/http/settings.py)."""
+    extra = tuple(t.strip() for t in env.get(SERVER_TOKENS_ENV, "").split(",") if t.strip())
+    if not extra:
+        return config
+    tokens = tuple(dict.fromkeys((*config.server.auth_tokens, *extra)))
+    return with_overrides(config, server={"auth_tokens": tokens})
+
+
 def resolve_device(config: DeviceConfig) -> tuple[str, str]:
     """-> (device, dtype) with "auto" resolved. Imports torch: call only in the server."""
     import torch
