@@ -232,7 +232,7 @@ def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
 def _http_unavailable_reason() -> str | None:
     """Why the HTTP variants cannot run here, or None when they can."""
     if not http_companion_available():
-        return "pending: the HTTP companion (bridge/http/command.py) is not in this tree"
+        return "pending: the HTTP companion (bridge/http/serve_http.py) is not in this tree"
     if importlib.util.find_spec("requests") is None:
         return "pending: the HTTP client 'requests' is not installed (pip install requests)"
     return None

@@ -17,6 +17,7 @@ from typing import Any
 
 from vtla_contracts.errors import ConfigError
 from vtla_contracts.model_spec import ModelSpec
+from vtla_contracts.openpi_keys import resolve_mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -155,8 +156,6 @@ def _validate(cfg: BridgeConfig) -> None:
     _positive("openpi.request_timeout_s", cfg.openpi.request_timeout_s)
     if cfg.openpi.max_message_bytes < 0:
         raise ConfigError(f"openpi.max_message_bytes: must be >= 0, got {cfg.openpi.max_message_bytes}")
-    from bridge.openpi.mapping import resolve_mapping  # the presets are data beside that module
-
     resolve_mapping(cfg.openpi.mapping, cfg.openpi.custom)
 
 
@@ -234,6 +233,19 @@ def with_overrides(config: BridgeConfig, **sections: Mapping[str, Any]) -> Bridg
     """A copy with some fields of some sections replaced, e.g. ``server={"bind": ...}``."""
     changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
     return dataclasses.replace(config, **changes)
+
+
+SERVER_TOKENS_ENV = "VTLA_BRIDGE_TOKENS"  # comma-separated; adds to [server] auth_tokens (compose, k8s secrets)
+
+
+def with_environment(config: BridgeConfig, env: Mapping[str, str]) -> BridgeConfig:
+    """Secrets that belong in the environment, not in a TOML file: ``VTLA_BRIDGE_TOKENS`` adds
+    server tokens. The HTTP companion reads ``VLM_API_KEY`` itself (bridge/http/settings.py)."""
+    extra = tuple(t.strip() for t in env.get(SERVER_TOKENS_ENV, "").split(",") if t.strip())
+    if not extra:
+        return config
+    tokens = tuple(dict.fromkeys((*config.server.auth_tokens, *extra)))
+    return with_overrides(config, server={"auth_tokens": tokens})
 
 
 def resolve_device(config: DeviceConfig) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """Wire protocol v1 constants: the one place that names versions, ops, keys and error codes.
 
-The contract itself is docs/protocol.md (a copy of shared/PROTOCOL.md, extended compatibly).
+The contract itself is docs/protocol.md (protocol v1 and its compatible extensions).
 """
 
 from __future__ import annotations

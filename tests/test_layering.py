@@ -38,7 +38,7 @@ WIRE = {
     "bridge.config",
 }
 CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints"}
-TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner"}
+TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner", "bridge.healthcheck"}
 
 
 def layer_of(module: str) -> str:

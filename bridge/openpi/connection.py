@@ -26,9 +26,10 @@ import bridge
 from bridge.aio_client import AsyncBridgeClient
 from bridge.codec import decode_header, encode_message
 from bridge.errors import BridgeError
-from bridge.openpi.mapping import KeyMapping, MappingError, PolicyView, resolved, to_act_args
+from bridge.openpi.mapping import MappingError, PolicyView, resolved, to_act_args
 from bridge.openpi.settings import OpenpiSettings
 from bridge.protocol import ErrorCode, ProtocolError
+from vtla_contracts.openpi_keys import KeyMapping
 
 logger = logging.getLogger(__name__)
 

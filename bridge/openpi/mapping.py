@@ -1,90 +1,35 @@
-"""openpi observation dicts -> the bridge's ``act`` arguments, through a named key mapping.
+"""openpi observation dicts -> the bridge's ``act`` arguments, through a key mapping.
 
-The presets (``libero``, ``droid``, ``aloha``) are data, in ``mappings.toml`` beside this file;
-``[openpi] mapping = "custom"`` takes the same form from ``[openpi.custom]``. Every key of an
-observation must be in the mapping (``drop`` discards one explicitly), and every mapped input
-must be one the served policy declares in ``hello`` — otherwise :class:`MappingError` names the
-key and what the policy declares. Nothing is rescaled or silently dropped.
+Mappings (the presets and the custom form) are defined in :mod:`vtla_contracts.openpi_keys`.
+Every key of an observation must be in the mapping (``drop`` discards one explicitly), and every
+mapped input must be one the served policy declares in ``hello`` — otherwise
+:class:`MappingError` names the key and what the policy declares. Nothing is rescaled or
+silently dropped.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from bridge.codec import EncodedImage
-from vtla_contracts.errors import ConfigError
+from vtla_contracts.openpi_keys import (
+    CAMERA,
+    DROP,
+    INSTRUCTION,
+    PROPRIO,
+    KeyMapping,
+)
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-CUSTOM = "custom"
-CAMERA = "camera"  # the policy's first camera; "camera:NAME" names one
-PROPRIO = "proprio"
-INSTRUCTION = "instruction"
-TACTILE_IMAGE = "tactile.image"
-TACTILE_FORCE_TORQUE = "tactile.force_torque"
-DROP = "drop"
-_PLAIN_TARGETS = (CAMERA, PROPRIO, INSTRUCTION, TACTILE_IMAGE, TACTILE_FORCE_TORQUE, DROP)
 _MAX_KEYS = 64
 _MAX_DEPTH = 4
 
 
 class MappingError(ValueError):
     """An observation that the key mapping or the served policy cannot take; the message says why."""
-
-
-@dataclass(frozen=True)
-class KeyMapping:
-    """openpi observation key -> bridge input, in order (the order proprio parts are concatenated)."""
-
-    name: str
-    keys: tuple[tuple[str, str], ...]
-
-    def as_dict(self) -> dict[str, str]:
-        return dict(self.keys)
-
-
-def _check_target(where: str, target: Any) -> str:
-    if not isinstance(target, str):
-        raise ConfigError(f"{where}: expected a string target, got {target!r}")
-    if target in _PLAIN_TARGETS or (target.startswith(CAMERA + ":") and len(target) > len(CAMERA) + 1):
-        return target
-    raise ConfigError(f"{where}: unknown target {target!r}; one of {[*_PLAIN_TARGETS, 'camera:NAME']}")
-
-
-def mapping_from_table(name: str, table: Mapping[str, Any], where: str) -> KeyMapping:
-    if not table:
-        raise ConfigError(f"{where}: the key mapping is empty")
-    keys = tuple((str(key), _check_target(f"{where}.{key!r}", target)) for key, target in table.items())
-    return KeyMapping(name, keys)
-
-
-@functools.lru_cache(maxsize=1)
-def presets() -> Mapping[str, KeyMapping]:
-    """The named mappings shipped in mappings.toml."""
-    text = resources.files("bridge.openpi").joinpath("mappings.toml").read_text(encoding="utf-8")
-    tables = tomllib.loads(text)
-    return {name: mapping_from_table(name, table, f"mappings.toml [{name}]") for name, table in tables.items()}
-
-
-def resolve_mapping(name: str, custom: Mapping[str, Any]) -> KeyMapping:
-    """``[openpi] mapping`` + ``[openpi.custom]`` -> the mapping in use (ConfigError naming the key)."""
-    if name == CUSTOM:
-        return mapping_from_table(CUSTOM, custom, "openpi.custom")
-    if name not in presets():
-        raise ConfigError(f"openpi.mapping: unknown mapping {name!r}; one of {[*presets(), CUSTOM]}")
-    if custom:
-        raise ConfigError(f"openpi.custom: set, but openpi.mapping is {name!r}; use mapping = \"custom\"")
-    return presets()[name]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bridge.config import BridgeConfig
 from bridge.http.settings import connect_endpoint
-from bridge.openpi.mapping import KeyMapping, presets, resolve_mapping
+from vtla_contracts.openpi_keys import KeyMapping, presets, resolve_mapping
 
 
 @dataclass(frozen=True)

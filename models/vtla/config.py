@@ -20,7 +20,7 @@ from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 CONFIG_FORMAT = "vtla-bridge/vtla-config/1"
 
 
-# The predecessor's published /stats (PREDECESSORS.md): the tiny preset serves these by default.
+# The predecessor's published /stats (docs/predecessors.md): the tiny preset serves these by default.
 PREDECESSOR_MEAN = (-5.6e-06, 1.7e-05, 4.0e-05, -5.5e-05, -2.4e-04, -9.5e-05, 0.1132)
 PREDECESSOR_STD = (0.005, 0.0066, 0.0068, 0.0136, 0.0172, 0.0182, 0.021)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
-from models.vtla.config import VtlaTextConfig, VtlaVisionConfig, VTLAConfig
+from models.vtla.config import VTLAConfig, VtlaTextConfig, VtlaVisionConfig
 from models.vtla.tactile import build_tactile_encoder
 
 INDEX_CACHE_SIZE = 256

@@ -10,9 +10,9 @@ from models.vtla.config import (
     ActionConfig,
     PromptConfig,
     TactileConfig,
+    VTLAConfig,
     VtlaTextConfig,
     VtlaVisionConfig,
-    VTLAConfig,
 )
 
 # The tiny preset's tokenizer is byte-level (256 symbols) plus these special tokens.

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 
 from bridge.openpi.app import create_app
-from bridge.openpi.mapping import presets
 from bridge.openpi.settings import OpenpiSettings
 from bridge.server import InferenceServer
 from tests.conftest import server_config
+from vtla_contracts.openpi_keys import presets
 
 
 class LiveEndpoint:

@@ -17,9 +17,9 @@ from openpi_client import action_chunk_broker, msgpack_numpy, websocket_client_p
 
 from bridge.client import BridgeClient
 from bridge.openpi.connection import UNITS_NOTE
-from bridge.openpi.mapping import mapping_from_table, presets
 from bridge.server import InferenceServer
 from tests.bridge.openpi.conftest import LiveEndpoint, endpoint_for, start_inference
+from vtla_contracts.openpi_keys import mapping_from_table, presets
 from vtla_contracts.privileged_state import PROPRIO_DIM
 
 # openpi-client 0.1.2 calls websockets' connect() outside a context manager (newer websockets warn)

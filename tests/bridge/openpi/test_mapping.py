@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 
 from bridge.config import ConfigError, config_from_mapping
-from bridge.openpi.mapping import (
-    MappingError,
-    PolicyView,
-    flatten,
-    mapping_from_table,
-    presets,
-    resolve_mapping,
-    resolved,
-    to_act_args,
-)
+from bridge.openpi.mapping import MappingError, PolicyView, flatten, resolved, to_act_args
 from bridge.openpi.settings import settings_from_config
+from vtla_contracts.openpi_keys import mapping_from_table, presets, resolve_mapping
 
 TWO_CAMERAS = PolicyView.from_hello({"models": {
     "vlm": {"skills": ["caption"]},
