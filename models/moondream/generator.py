@@ -22,6 +22,23 @@ from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
 from models.moondream.crops import Tiling, crops_to_tensor, overlap_crops
+from models.moondream.decode_step import (
+    COL_KIND,
+    COL_POSITION,
+    COL_TEMPERATURE,
+    COL_TOKEN,
+    COL_TOP_P,
+    COL_VALUE0,
+    COL_VALUE1,
+    INPUT_COORD,
+    INPUT_SIZE,
+    OUT_COORD,
+    OUT_HEIGHT,
+    OUT_TOKEN,
+    OUT_WIDTH,
+    DecodeOptions,
+    DecodeStep,
+)
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
 from models.moondream.sampling import sample_tokens
@@ -63,6 +80,7 @@ class MoondreamGenerator:
         cache_context: int | None = None,
         seed: int = 0,
         encode_chunk_crops: int = 4,
+        decode_options: DecodeOptions | None = None,
     ) -> None:
         if max_sequences < 1:
             raise ValueError("max_sequences must be >= 1")
@@ -78,6 +96,7 @@ class MoondreamGenerator:
         self.cache = KVCache(self.config.text, max_sequences, context, model.device, model.dtype)
         self._token_bytes = token_byte_table(tokenizer, self.config.text.vocab_size)
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
+        self.decode = DecodeStep(model.text, model.region, self.cache, decode_options or DecodeOptions(), self._rng)
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
         self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
@@ -231,91 +250,47 @@ class MoondreamGenerator:
         return self._decode_step(decoding)
 
     def _decode_step(self, decoding: list[SequenceState]) -> list[GenerationEvent]:
-        rows = max(seq.slot for seq in decoding) + 1
-        device = self.model.device
-        token_ids = [0] * rows
-        positions = [0] * rows
-        coord_rows: list[int] = []
-        coord_values: list[float] = []
-        size_rows: list[int] = []
-        size_values: list[tuple[float, ...]] = []
-        logit_rows: list[int] = []  # rows whose output picks a token
-        temps: list[float] = []
-        top_ps: list[float] = []
-        coord_out_rows: list[int] = []  # rows whose output is decoded as a coordinate
-        size_out_rows: list[int] = []  # rows whose output is decoded as a size
+        """One static-shape step (:mod:`models.moondream.decode_step`) for every decoding row."""
+        step = self.decode
+        step.clear_rows()
+        ints, floats = step.int_rows, step.float_rows
+        region_rows = sample = False
         for seq in decoding:
             r = seq.slot
-            positions[r] = seq.pos
+            ints[r, COL_POSITION] = seq.pos
             if seq.is_text:
-                token_ids[r] = seq.next_token
-                logit_rows.append(r)
-                temps.append(float(seq.request.settings.temperature))
-                top_ps.append(float(seq.request.settings.top_p))
+                ints[r, COL_TOKEN] = seq.next_token
+                temperature = float(seq.request.settings.temperature)
+                floats[r, COL_TEMPERATURE] = temperature
+                floats[r, COL_TOP_P] = float(seq.request.settings.top_p)
+                sample = sample or temperature > 0
                 continue
+            region_rows = True
             if seq.feed == FEED_SIZE:
-                size_rows.append(r)
-                size_values.append(seq.feed_value)
+                ints[r, COL_KIND] = INPUT_SIZE
+                floats[r, COL_VALUE0], floats[r, COL_VALUE1] = seq.feed_value
             else:
-                coord_rows.append(r)
-                coord_values.append(seq.feed_value[0])
-            if seq.feed == FEED_X:
-                coord_out_rows.append(r)
-            elif seq.feed == FEED_Y and seq.is_detect:
-                size_out_rows.append(r)
-            else:  # last input of an object: decide the next token, and prepare the next x
-                logit_rows.append(r)
-                temps.append(0.0)
-                top_ps.append(1.0)
-                coord_out_rows.append(r)
-
-        text, region = self.model.text, self.model.region
-        embeds = text.embed(torch.tensor(token_ids, device=device))  # (rows, D)
-        if coord_rows:
-            values = torch.tensor(coord_values, device=device, dtype=torch.float32)
-            embeds[torch.tensor(coord_rows, device=device)] = region.encode_coord(values).to(embeds.dtype)
-        if size_rows:
-            values = torch.tensor(size_values, device=device, dtype=torch.float32)
-            embeds[torch.tensor(size_rows, device=device)] = region.encode_size(values).to(embeds.dtype)
-        positions_t = torch.tensor(positions, device=device)
-        hidden = text.decode(embeds[:, None], self.cache, positions_t, max(positions) + 1)[:, 0]  # (rows, D)
-
-        tokens: dict[int, int] = {}
-        if logit_rows:
-            logits = text.logits(hidden[torch.tensor(logit_rows, device=device)])
-            picked = sample_tokens(
-                logits,
-                torch.tensor(temps, device=device),
-                torch.tensor(top_ps, device=device),
-                self._rng,
-                all_greedy=not any(temps),
-            ).tolist()
-            tokens = dict(zip(logit_rows, picked, strict=True))
-        coords: dict[int, float] = {}
-        if coord_out_rows:
-            decoded = region.decode_coord(hidden[torch.tensor(coord_out_rows, device=device)]).tolist()
-            coords = dict(zip(coord_out_rows, decoded, strict=True))
-        sizes: dict[int, tuple[float, float]] = {}
-        if size_out_rows:
-            decoded_wh = region.decode_size(hidden[torch.tensor(size_out_rows, device=device)]).tolist()
-            sizes = {r: (wh[0], wh[1]) for r, wh in zip(size_out_rows, decoded_wh, strict=True)}
+                ints[r, COL_KIND] = INPUT_COORD
+                floats[r, COL_VALUE0] = seq.feed_value[0]
+        out = step.run(max(seq.pos for seq in decoding), region_rows, sample)
 
         events: list[GenerationEvent] = []
         for seq in decoding:
             r = seq.slot
             seq.pos += 1
+            token = int(out[r, OUT_TOKEN])
             if seq.is_text:
-                self._after_text_token(seq, tokens[r], events)
+                self._after_text_token(seq, token, events)
             elif seq.feed == FEED_X:
-                self._feed_next(seq, FEED_Y, (coords[r],), events)
+                self._feed_next(seq, FEED_Y, (float(out[r, OUT_COORD]),), events)
             elif seq.feed == FEED_Y and seq.is_detect:
-                width, height = sizes[r]
+                width, height = float(out[r, OUT_WIDTH]), float(out[r, OUT_HEIGHT])
                 seq.objects.append(box_from_center(seq.center[0], seq.feed_value[0], width, height))
                 self._feed_next(seq, FEED_SIZE, (width, height), events)
-            else:
+            else:  # the last input of an object: its output decides EOS or the next object's x
                 if seq.feed == FEED_Y:  # point: the object is complete
                     seq.objects.append({"x": seq.center[0], "y": seq.feed_value[0]})
-                self._after_decision(seq, tokens[r], None, events, next_x=coords[r])
+                self._after_decision(seq, token, None, events, next_x=float(out[r, OUT_COORD]))
         return events
 
     # ---- state transitions -------------------------------------------------------------------
