@@ -150,6 +150,7 @@ class DecodeStep:
         self._graph_pool = torch.cuda.graph_pool_handle() if self._use_graphs else None
         self._done = torch.cuda.Event() if device.type == "cuda" else None
         self.last_shape: tuple[int, bool, bool] | None = None
+        self.steps_run = 0
 
     @property
     def rows(self) -> int:
@@ -177,6 +178,7 @@ class DecodeStep:
         """
         shape = (self.attend_len(max_position), region_rows, sample)
         self.last_shape = shape
+        self.steps_run += 1
         self._int_in.copy_(self.host_int, non_blocking=True)
         self._float_in.copy_(self.host_float, non_blocking=True)
         if sample:
