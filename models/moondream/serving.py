@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import ModelInfo
+from models.loading import assert_no_meta, materialize, meta_skeleton
 from models.moondream.config import (
     REAL_PRESET,
     REAL_REVISION,
@@ -110,12 +111,11 @@ def load_generator(spec: ModelSpec, device: str, dtype: str) -> MoondreamGenerat
 def random_model(
     config: MoondreamConfig, device: torch.device, dtype: torch.dtype, seed: int
 ) -> MoondreamModel:
-    with torch.device("meta"):
-        model = MoondreamModel(config)
-    model = model.to_empty(device=device)
-    init_random_weights(model, seed)
-    model = model.to(dtype=dtype)
+    """Seeded random weights made directly in ``dtype`` on ``device`` (no float32 copy of the model)."""
+    model = materialize(meta_skeleton(lambda: MoondreamModel(config)), device, dtype)
+    init_random_weights(model, seed)  # draws each tensor in float32, one at a time
     model.text.rebuild_rope(device)  # rotary tables stay float32
+    assert_no_meta(model)
     return model.eval()
 
 

@@ -44,7 +44,7 @@ def test_identical_inputs_give_identical_actions(tiny_policy: VTLAPolicy) -> Non
     second = tiny_policy.act([obs])
     assert np.array_equal(first, second)
     twice = tiny_policy.act([obs, obs])
-    assert np.array_equal(twice[0], twice[1])
+    assert_close(twice[0], twice[1])  # rows of one batch: equal within BATCH_ATOL, not bitwise
 
 
 def test_instruction_changes_the_action(tiny_policy: VTLAPolicy) -> None:
