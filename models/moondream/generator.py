@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
-from models.moondream.crops import Tiling, crops_to_tensor, overlap_crops
+from models.moondream.crops import Tiling, crops_to_tensor, default_resize_backend, overlap_crops
 from models.moondream.decode_step import (
     COL_KIND,
     COL_POSITION,
@@ -118,6 +118,7 @@ class MoondreamGenerator:
             "max_sequences": self.cache.slots,
             "context": self.cache.context,
             "revision": self.config.revision,
+            "image_resize": default_resize_backend(),  # pyvips (as the official code) or pillow
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
         }
@@ -143,8 +144,8 @@ class MoondreamGenerator:
         if request.skill == "caption":
             return list(templates["caption"][request.length])
         parts = templates[request.skill]
-        text = request.text or ""
-        body = encode(self.tokenizer, text if request.skill == "query" else " " + text)
+        # the official code encodes " " + question / " " + object (a leading space) for every skill
+        body = encode(self.tokenizer, " " + (request.text or ""))
         return list(parts["prefix"]) + body + list(parts["suffix"])
 
     def prepare(self, request: GenerationRequest) -> GenerationRequest:
