@@ -38,6 +38,8 @@ class VTLAInputs:
     tactile_image: torch.Tensor | None = None  # (B, 3, s, s) model dtype
     force_torque: torch.Tensor | None = None  # (B, 6) model dtype
     proprio: torch.Tensor | None = None  # (B, P) model dtype
+    tactile_image_mask: torch.Tensor | None = None  # (B,) bool: rows that sent a tactile image
+    force_torque_mask: torch.Tensor | None = None  # (B,) bool: rows that sent force/torque
 
 
 def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
@@ -87,6 +89,9 @@ class VTLAModel(nn.Module):
         layers.append(nn.Linear(widths[-1], cfg.action.chunk_size * cfg.action.dim))
         self.action_head = nn.Sequential(*layers)
         self._index = functools.lru_cache(maxsize=INDEX_CACHE_SIZE)(self._build_index)
+        # the sequence length is rounded up to a multiple of this (padding sits after every real
+        # token, so causal attention hides it): a few static shapes instead of one per prompt length
+        self.sequence_bucket = 1
 
     @property
     def num_middle_tokens(self) -> int:
@@ -107,7 +112,10 @@ class VTLAModel(nn.Module):
         batch_size = len(inputs.lens_before)
         embed = self.language.embed_tokens
         image = self.encode_images(inputs.pixel_values, batch_size)  # (B, C*N, d)
-        middle = [image, self.tactile(batch_size, inputs.tactile_image, inputs.force_torque)]
+        touch = self.tactile(
+            batch_size, inputs.tactile_image, inputs.force_torque, inputs.tactile_image_mask, inputs.force_torque_mask
+        )
+        middle = [image, touch]
         if self.proprio_proj is not None:
             assert inputs.proprio is not None, "this model needs proprio"
             middle.append(self.proprio_proj(inputs.proprio).unsqueeze(1))
@@ -165,6 +173,7 @@ class VTLAModel(nn.Module):
         else:  # the last image token; nothing after it can reach it, so stop the sequence there
             readout = before.squeeze(1) + self.cfg.num_image_tokens - 1
             length = int(readout.max()) + 1
+        length = -(-length // self.sequence_bucket) * self.sequence_bucket
         pos = torch.arange(length, dtype=torch.long).unsqueeze(0)  # (1, L)
         mid_start = width_before
         after_start = mid_start + n_mid
