@@ -21,6 +21,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
+from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.moondream.crops import Tiling, crops_to_tensor, default_resize_backend, overlap_crops
 from models.moondream.decode_step import (
     COL_KIND,
@@ -39,6 +40,7 @@ from models.moondream.decode_step import (
     DecodeOptions,
     DecodeStep,
 )
+from models.moondream.memory import moondream_budget
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
 from models.moondream.sampling import sample_tokens
@@ -93,6 +95,14 @@ class MoondreamGenerator:
         context = min(cache_context or self.config.text.max_context, self.config.text.max_context)
         if context <= self.config.prefix_attn_len + 1:
             raise ValueError(f"cache context {context} leaves no room after the image prefix")
+        dtype_bytes = torch.empty((), dtype=model.dtype).element_size()
+        self.memory = moondream_budget(
+            self.config, model.parameter_count(), dtype_bytes, max_sequences, context, encode_chunk_crops
+        )
+        free = device_free_bytes(str(model.device))
+        if free is not None:  # the weights are resident already: the cache and activations must fit
+            need = MemoryBudget(0, self.memory.kv_cache_bytes, self.memory.largest_activation_bytes)
+            check_fits(need, free, "moondream", "[vlm.options] max_sequences or context")
         self.cache = KVCache(self.config.text, max_sequences, context, model.device, model.dtype)
         self._token_bytes = token_byte_table(tokenizer, self.config.text.vocab_size)
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
@@ -121,6 +131,11 @@ class MoondreamGenerator:
             "image_resize": default_resize_backend(),  # pyvips (as the official code) or pillow
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
+            "memory": self.memory.as_dict(),
+            "decode": {
+                "length_bucket": self.decode.options.length_bucket,
+                "cuda_graphs": self.decode.options.cuda_graphs and self.model.device.type == "cuda",
+            },
         }
         if self._info.random_weights:
             out["warning"] = "random weights: outputs are meaningless (tiny/test preset)"

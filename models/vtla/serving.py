@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import InputError, ModelInfo, Observation
+from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.registry import ModelSpec
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
@@ -59,6 +60,15 @@ class VTLAPolicy:
         self._denormalize = ActionDenormalizer(self.cfg.action, device)
         self._staging = HostStaging(device)
         self._source = source
+        self.memory = vtla_budget(self.cfg, count_parameters(model), model, self.batch_buckets[-1])
+        free = device_free_bytes(str(device))
+        if free is not None:  # weights are resident: the largest bucket's activations must fit
+            check_fits(
+                MemoryBudget(0, 0, self.memory.largest_activation_bytes),
+                free,
+                "the VTLA policy",
+                "the largest of [policy.options] batch_buckets",
+            )
         self._info = ModelInfo(
             name="vtla",
             kind="vtla",
@@ -95,6 +105,7 @@ class VTLAPolicy:
             "proprio": {"dim": cfg.proprio_dim} if cfg.proprio_dim else None,
             "readout": cfg.action.readout,
             "batch_buckets": list(self.batch_buckets),
+            "memory": self.memory.as_dict(),
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
         }
@@ -288,6 +299,17 @@ def _check_vector(value: object, what: str, dim: int) -> None:
         raise InputError(f"{what} must be numeric, got {value.dtype}")
     if not np.isfinite(value.astype(np.float64)).all():
         raise InputError(f"{what} has non-finite values")
+
+
+def vtla_budget(cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int) -> MemoryBudget:
+    """Weights, no KV cache, and the largest activation (estimate) of a forward at ``batch``."""
+    dtype_bytes = next(model.parameters()).element_size()
+    n_cam = len(cfg.cameras)
+    vision = batch * n_cam * cfg.vision.num_tokens * cfg.vision.intermediate_size * dtype_bytes
+    seq = model.num_middle_tokens + cfg.prompt.max_text_tokens + 2
+    seq = -(-seq // model.sequence_bucket) * model.sequence_bucket
+    text = batch * seq * cfg.text.intermediate_size * dtype_bytes * 2  # gate and up projections
+    return MemoryBudget(parameters * dtype_bytes, 0, 2 * max(vision, text))
 
 
 def _options(spec: ModelSpec) -> dict[str, Any]:
