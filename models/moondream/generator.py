@@ -374,7 +374,8 @@ class MoondreamGenerator:
         self._by_slot[seq.slot] = None
 
     def warmup(self) -> None:
-        """Admit and finish one tiny request per skill, so first real requests pay no lazy init."""
+        """Admit and finish one tiny request per skill, so first real requests pay no lazy init; on
+        CUDA then capture every decode shape (all rows inactive), so no capture happens while serving."""
         image = np.zeros((self.config.vision.crop_size, self.config.vision.crop_size, 3), dtype=np.uint8)
         settings = GenerationSettings(max_tokens=2, max_objects=1)
         for key, skill in enumerate(SKILLS, start=-len(SKILLS)):
@@ -385,3 +386,7 @@ class MoondreamGenerator:
                     break
                 self.step()
             self.cancel(key)
+        if self.model.device.type == "cuda":
+            with torch.inference_mode():
+                shapes = self.decode.warmup(self.config.prefix_attn_len)
+            logger.info("moondream decode warm-up: %d shapes, %d CUDA graphs", shapes, self.decode.graphs_captured)
