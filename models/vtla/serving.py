@@ -43,6 +43,7 @@ class VTLAPolicy:
         source: str,
         batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
         sequence_bucket: int = DEFAULT_SEQUENCE_BUCKET,
+        compile_forward: bool = False,
     ) -> None:
         buckets = tuple(sorted({int(b) for b in batch_buckets}))
         if not buckets or buckets[0] < 1:
@@ -52,6 +53,8 @@ class VTLAPolicy:
         self.batch_buckets = buckets
         self.last_bucket: int | None = None  # the padded batch size the last act() ran at
         model.sequence_bucket = sequence_bucket
+        if compile_forward:
+            model.compile_core()
         self.model = model
         self.cfg: VTLAConfig = model.cfg
         self._device = device
@@ -216,7 +219,8 @@ class VTLAPolicy:
         prompts = [self._prompts.encode(self._prompts.resolve(obs.instruction)) for obs in batch]
         tactile_image = tactile_mask = None
         tac = cfg.tactile
-        if tac.image and any(obs.tactile_image is not None for obs in batch):
+        # always tensors + masks when the model has the input: one static shape, absent rows -> no touch
+        if tac.image:
             blank = np.zeros((tac.image_size, tac.image_size, 3), dtype=np.uint8)
             frames = [blank if obs.tactile_image is None else obs.tactile_image for obs in batch]
             tactile_image = self._pixels(frames, "tactile", tac.image_size, tac.image_mean, tac.image_std, "bilinear")
@@ -225,7 +229,7 @@ class VTLAPolicy:
             if tac.encoder == "resnet18":  # the predecessor's "no touch" is a zero image, not a token
                 tactile_image = tactile_image * tactile_mask.view(-1, 1, 1, 1).to(tactile_image.dtype)
         force_torque = ft_mask = None
-        if tac.force_torque and any(obs.force_torque is not None for obs in batch):
+        if tac.force_torque:
             zeros = np.zeros(6, dtype=np.float32)
             rows = [zeros if obs.force_torque is None else np.asarray(obs.force_torque, np.float32) for obs in batch]
             ft = np.stack(rows)
@@ -315,14 +319,17 @@ def vtla_budget(cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int) 
 def _options(spec: ModelSpec) -> dict[str, Any]:
     """``[policy.options]``: ``batch_buckets`` (list of batch sizes), ``sequence_bucket`` (tokens)."""
     options = dict(spec.options)
-    unknown = sorted(set(options) - {"batch_buckets", "sequence_bucket"})
+    known = ("batch_buckets", "sequence_bucket", "compile")
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown [policy.options] for the VTLA: {unknown}; known: batch_buckets, sequence_bucket")
+        raise ValueError(f"unknown [policy.options] for the VTLA: {unknown}; known: {', '.join(known)}")
     out: dict[str, Any] = {}
     if "batch_buckets" in options:
         out["batch_buckets"] = tuple(int(b) for b in options["batch_buckets"])
     if "sequence_bucket" in options:
         out["sequence_bucket"] = int(options["sequence_bucket"])
+    if "compile" in options:
+        out["compile_forward"] = bool(options["compile"])
     return out
 
 
