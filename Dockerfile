@@ -1,4 +1,4 @@
-# vtla-bridge: inference server + HTTP companion in one image.
+# vtla-bridge: inference server + HTTP companion in one image (compose.yaml runs them as two services).
 #   docker build -t vtla-bridge .
 #   docker run --gpus all -p 5555:5555 -p 8000:8000 -v /path/to/checkpoints:/models vtla-bridge \
 #       up --config /models/bridge.toml --bind tcp://0.0.0.0:5555
@@ -14,12 +14,13 @@ WORKDIR /app
 # torch from PyPI on linux/x86_64 is the CUDA build: bf16 on the GPU when run with --gpus all
 RUN pip install "torch==2.13.0"
 COPY pyproject.toml README.md ./
+COPY vtla_contracts ./vtla_contracts
 COPY bridge ./bridge
 COPY models ./models
 COPY sim_adapters ./sim_adapters
 COPY bench ./bench
 COPY configs ./configs
-RUN pip install ".[hub]"
+RUN pip install ".[server,hub]"
 
 # A config for containers: listen on all interfaces (inside the container only).
 RUN sed -e 's|^bind = "tcp://127.0.0.1:5555"|bind = "tcp://0.0.0.0:5555"|' \

@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from models.moondream.serving import load_generator
-    from models.registry import ModelSpec
     from models.vtla.serving import load_policy
+    from vtla_contracts.model_spec import ModelSpec
 
     device, dtype = args.device, args.dtype
     if device.startswith("cuda"):

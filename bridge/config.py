@@ -15,16 +15,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from models.registry import ModelSpec
+from vtla_contracts.errors import ConfigError
+from vtla_contracts.model_spec import ModelSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -213,6 +210,19 @@ def with_overrides(config: BridgeConfig, **sections: Mapping[str, Any]) -> Bridg
     """A copy with some fields of some sections replaced, e.g. ``server={"bind": ...}``."""
     changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
     return dataclasses.replace(config, **changes)
+
+
+SERVER_TOKENS_ENV = "VTLA_BRIDGE_TOKENS"  # comma-separated; adds to [server] auth_tokens (compose, k8s secrets)
+
+
+def with_environment(config: BridgeConfig, env: Mapping[str, str]) -> BridgeConfig:
+    """Secrets that belong in the environment, not in a TOML file: ``VTLA_BRIDGE_TOKENS`` adds
+    server tokens. The HTTP companion reads ``VLM_API_KEY`` itself (bridge/http/settings.py)."""
+    extra = tuple(t.strip() for t in env.get(SERVER_TOKENS_ENV, "").split(",") if t.strip())
+    if not extra:
+        return config
+    tokens = tuple(dict.fromkeys((*config.server.auth_tokens, *extra)))
+    return with_overrides(config, server={"auth_tokens": tokens})
 
 
 def resolve_device(config: DeviceConfig) -> tuple[str, str]:

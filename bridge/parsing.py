@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.images import ImageLimits, image_from_arg
+from bridge.image_args import ImageLimits, image_from_arg
 from bridge.protocol import (
     CAPTION_LENGTHS,
     OP_CAPTION,
@@ -24,6 +24,7 @@ from bridge.protocol import (
     ProtocolError,
 )
 from models.interfaces import GenerationRequest, GenerationSettings, Observation
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 _MAX_ID_CHARS = 256
 _MAX_SESSION_CHARS = 256
@@ -147,7 +148,7 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
             image = image_from_arg("args.tactile.image", image, limits)
     force_torque = tactile.get("force_torque")
     if force_torque is not None:
-        force_torque = _float_vector("args.tactile.force_torque", force_torque, 6, 6)
+        force_torque = _float_vector("args.tactile.force_torque", force_torque, FORCE_TORQUE_DIM, FORCE_TORQUE_DIM)
     return image, force_torque
 
 

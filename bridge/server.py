@@ -21,7 +21,8 @@ import zmq
 import bridge
 from bridge.codec import Buffer, decode_header, encode_message, peek_header
 from bridge.config import BridgeConfig
-from bridge.images import ImageLimits, contains_encoded_image
+from bridge.image_args import ImageLimits, contains_encoded_image
+from bridge.inference_loop import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head, parse_session, readable_id
 from bridge.protocol import (
     GENERATION_OPS,
@@ -36,9 +37,8 @@ from bridge.protocol import (
     error_header,
     success_header,
 )
-from bridge.scheduler import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.work import ClientKey, Outbox, Work
-from models import registry
+from models import model_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class InferenceServer:
         self,
         config: BridgeConfig,
         *,
-        load_policy: PolicyLoader = registry.load_policy,
-        load_generator: GeneratorLoader = registry.load_generator,
+        load_policy: PolicyLoader = model_kinds.load_policy,
+        load_generator: GeneratorLoader = model_kinds.load_generator,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config

@@ -63,11 +63,13 @@ def init_random(model: nn.Module, seed: int, normal_init_roots: Iterable[nn.Modu
     for module in model.modules():
         if id(module) in normal_ids and isinstance(module, (nn.Linear, nn.Embedding)):
             module.weight.normal_(0.0, INIT_STD)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.zero_()
             continue
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
             continue
         for name, param in module.named_parameters(recurse=False):
             if name == "weight" and param.ndim == 1:  # RMSNorm

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vtla_contracts.errors import ConfigError
 
-class MemoryBudgetError(RuntimeError):
-    """The configured model does not fit the device's memory."""
+
+class MemoryBudgetError(ConfigError):
+    """The configured model does not fit the device's memory (a configuration to change)."""
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,13 @@ from models.loading import assert_no_meta, init_random, load_tensors, materializ
 from models.vtla.config import ConfigError, VTLAConfig
 from models.vtla.model import VTLAModel
 from models.vtla.text import build_byte_tokenizer, load_tokenizer
+from vtla_contracts.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that does not match its config (missing, extra or mis-shaped tensors)."""
 
 
 def build_model(
@@ -56,7 +53,8 @@ def rebuild_buffers(model: VTLAModel, device: torch.device) -> None:
 
     model.language.rotary_emb = Qwen2RotaryEmbedding(config=model.language.config).to(device)
     embeddings = model.vision.embeddings
-    embeddings.position_ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
+    position_ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
+    embeddings.register_buffer("position_ids", position_ids, persistent=False)
     scale = getattr(model.tactile, "force_torque_scale", None)
     if scale is not None:
         model.tactile.force_torque_scale = torch.tensor(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
-from models.vtla.config import TextConfig, VisionConfig, VTLAConfig
+from models.vtla.config import VTLAConfig, VtlaTextConfig, VtlaVisionConfig
 from models.vtla.tactile import build_tactile_encoder
 
 INDEX_CACHE_SIZE = 256
@@ -42,8 +42,11 @@ class VTLAInputs:
     force_torque_mask: torch.Tensor | None = None  # (B,) bool: rows that sent force/torque
 
 
-def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
-    return SiglipVisionConfig(
+ATTENTION = "sdpa"  # set explicitly, not left to transformers' choice
+
+
+def siglip_config(cfg: VtlaVisionConfig) -> SiglipVisionConfig:
+    config = SiglipVisionConfig(
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -53,12 +56,13 @@ def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
         layer_norm_eps=cfg.layer_norm_eps,
         hidden_act=cfg.hidden_act,
         vision_use_head=False,
-        attn_implementation="sdpa",
     )
+    config._attn_implementation = ATTENTION
+    return config
 
 
-def qwen2_config(cfg: TextConfig) -> Qwen2Config:
-    return Qwen2Config(
+def qwen2_config(cfg: VtlaTextConfig) -> Qwen2Config:
+    config = Qwen2Config(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -69,8 +73,9 @@ def qwen2_config(cfg: TextConfig) -> Qwen2Config:
         max_position_embeddings=cfg.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         use_cache=False,
-        attn_implementation="sdpa",
     )
+    config._attn_implementation = ATTENTION
+    return config
 
 
 class VTLAModel(nn.Module):

@@ -63,7 +63,7 @@ _MEASURE = textwrap.dedent(
     """
     import gc, json, resource, sys
     import torch
-    from models.registry import ModelSpec
+    from vtla_contracts.model_spec import ModelSpec
     role, preset = sys.argv[1], sys.argv[2]
     if role == "policy":
         from models.vtla.serving import load_policy

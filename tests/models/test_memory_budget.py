@@ -6,9 +6,9 @@ import pytest
 
 from bridge.config import ConfigError, config_from_mapping
 from models.memory_budget import MemoryBudget, MemoryBudgetError, check_fits
-from models.registry import ModelSpec
 from models.vtla.serving import load_policy
 from tests.models.moondream.conftest import MakeGenerator, make_generator  # noqa: F401 (fixture)
+from vtla_contracts.model_spec import ModelSpec
 
 
 def test_generator_and_policy_report_weights_kv_cache_and_largest_activation(

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from sim_adapters.interface import AdapterSettings, SimUnavailable, UnknownTask
-from sim_adapters.registry import ADAPTERS, make_adapter
+from sim_adapters.simulators import ADAPTERS, make_adapter
 
 
 def test_importing_the_package_and_runner_loads_no_simulator_and_no_torch():
     code = (
-        "import sys, sim_adapters.runner, sim_adapters.registry, sim_adapters.privileged\n"
+        "import sys, sim_adapters.runner, sim_adapters.simulators, vtla_contracts.privileged_state\n"
         "bad = [m for m in ('torch', 'robosuite', 'mujoco', 'gymnasium') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

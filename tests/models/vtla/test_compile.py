@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.registry import ModelSpec
 from models.vtla.serving import load_policy
 from tests.models.vtla.conftest import force_torque, make_image, make_obs
 from tests.models.vtla.test_policy import assert_close
+from vtla_contracts.model_spec import ModelSpec
 
 INSTRUCTIONS = ["pick", "pick up the red cube", "stack the blue block on the green one", None, "open"]
 
