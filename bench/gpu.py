@@ -6,7 +6,12 @@ Measures, through the bridge as clients see it:
 * ``act`` throughput with 64 concurrent client processes (closed loop);
 * Moondream TTFT and tokens/s with 1, 8 and 32 caption streams;
 * GPU memory with both models resident (the server's ``health.gpu_memory_gb``, i.e.
-  ``torch.cuda.memory_allocated``; plus the process's total from ``nvidia-smi`` when present).
+  ``torch.cuda.memory_allocated``; plus the process's total from ``nvidia-smi`` when present),
+  and each model's memory budget from ``hello`` (weights, KV cache, largest activation).
+
+``max_sequences`` is set to the largest stream count measured. The peak
+(``torch.cuda.max_memory_allocated``) and the CUDA-graph-vs-eager checks are measured in-process
+by :mod:`bench.gpu_direct`; ``bench/gpu_check.sh`` runs both.
 
 Refuses to run without CUDA (:class:`GpuUnavailable`): CPU figures for these sizes say nothing.
 """
@@ -54,6 +59,7 @@ class GpuOptions:
     caption_window_s: float = 10.0
     max_tokens: int = 128
     frame_hw: tuple[int, int] = (480, 640)
+    context: int = 1024  # KV positions per slot: 730 image prefix + prompt + max_tokens fit
     ready_timeout_s: float = 900.0  # random init + warm-up of two ~2 B models
     timeout_s: float = 120.0
 
@@ -104,7 +110,13 @@ def run_gpu(options: GpuOptions, work_dir: Path, progress: bool = True) -> dict[
     device_name = require_cuda() if options.device.startswith("cuda") else options.device
     table = server_table(
         policy={"kind": "vtla", "preset": options.vtla_preset},
-        vlm={"enabled": True, "kind": "moondream", "preset": options.vlm_preset},
+        # as many KV slots as the most streams measured, else 32 streams queue behind 8 slots
+        vlm={
+            "enabled": True,
+            "kind": "moondream",
+            "preset": options.vlm_preset,
+            "options": {"max_sequences": max(options.caption_streams), "context": options.context},
+        },
         device={"device": options.device, "dtype": options.dtype},
     )
     torch_threads = None if options.device.startswith("cuda") else 1
@@ -116,6 +128,9 @@ def run_gpu(options: GpuOptions, work_dir: Path, progress: bool = True) -> dict[
         load = stack.enter_context(CaptionLoad())
         server.wait_ready(options.ready_timeout_s)
         result["models"] = dict(server.hello.get("models", {}))
+        result["memory_budget"] = {
+            name: entry.get("memory") for name, entry in result["models"].items() if isinstance(entry, dict)
+        }
         result["memory"] = {
             "resident_gb": server.health.get("gpu_memory_gb"),
             "process_nvidia_smi_mb": _nvidia_smi_used_mb(server.pid),

@@ -147,8 +147,8 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError("server.frame_threshold_bytes: must be >= 0")
     if not cfg.server.bind.startswith(("tcp://", "ipc://", "inproc://")):
         raise ConfigError(f"server.bind: expected tcp://, ipc:// or inproc:// endpoint, got {cfg.server.bind!r}")
-    if cfg.device.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"device.dtype: expected auto, float32, bfloat16 or float16, got {cfg.device.dtype!r}")
+    if cfg.device.dtype not in ("auto", "float32", "bfloat16"):  # float16: the VTLA's towers are bf16/fp32 only
+        raise ConfigError(f"device.dtype: expected auto, float32 or bfloat16, got {cfg.device.dtype!r}")
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
     if not 0 < cfg.openpi.port < 65536:

@@ -8,6 +8,8 @@ image border) and lays them out as one feature map.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
 
@@ -16,6 +18,11 @@ import torch
 from PIL import Image
 
 from models.moondream.config import VisionConfig
+
+logger = logging.getLogger(__name__)
+
+RESIZE_PYVIPS = "pyvips"  # what the official code uses (Lanczos 3): real-weight outputs match it
+RESIZE_PILLOW = "pillow"  # the fallback when libvips is not importable (local tiles differ slightly)
 
 
 @dataclass(frozen=True)
@@ -66,24 +73,56 @@ def tiling_for(height_px: int, width_px: int, config: VisionConfig) -> Tiling:
     return select_tiling(height_px - margin2_px, width_px - margin2_px, window_px(config), config.max_crops)
 
 
-def overlap_crops(image_hw3: np.ndarray, config: VisionConfig) -> tuple[np.ndarray, Tiling]:
+@functools.cache
+def default_resize_backend() -> str:
+    """``pyvips`` when importable (PyPI ``pyvips`` + ``pyvips-binary``), else ``pillow``."""
+    try:
+        import pyvips  # noqa: F401
+    except (ImportError, OSError) as exc:
+        logger.info("pyvips unavailable (%s): Moondream crops are resized with Pillow", exc)
+        return RESIZE_PILLOW
+    return RESIZE_PYVIPS
+
+
+def resize_rgb(image_hw3: np.ndarray, width_px: int, height_px: int, backend: str) -> np.ndarray:
+    """Lanczos resize of an (H, W, 3) uint8 image to (height_px, width_px, 3) uint8."""
+    if backend == RESIZE_PYVIPS:
+        import pyvips
+
+        vips = pyvips.Image.new_from_array(np.ascontiguousarray(image_hw3))
+        h, w = image_hw3.shape[:2]
+        out = np.asarray(vips.resize(width_px / w, vscale=height_px / h).numpy(), dtype=np.uint8)
+        if out.shape[:2] != (height_px, width_px):  # vips rounds the output size; keep ours exact
+            fixed = np.zeros((height_px, width_px, out.shape[2]), dtype=np.uint8)
+            fixed[: min(height_px, out.shape[0]), : min(width_px, out.shape[1])] = out[:height_px, :width_px]
+            out = fixed
+        return out
+    if backend == RESIZE_PILLOW:
+        return np.asarray(Image.fromarray(image_hw3).resize((width_px, height_px), Image.Resampling.LANCZOS))
+    raise ValueError(f"unknown resize backend {backend!r}; expected {RESIZE_PYVIPS} or {RESIZE_PILLOW}")
+
+
+def overlap_crops(
+    image_hw3: np.ndarray, config: VisionConfig, backend: str | None = None
+) -> tuple[np.ndarray, Tiling]:
     """(H, W, 3) uint8 -> crops (1 + rows*cols, crop, crop, 3) uint8 (global first) and the tiling.
 
-    The image is resized (Lanczos) to exactly cover the tiles; the global crop is the whole image
+    The image is resized (Lanczos; libvips like the official code, or Pillow: ``backend``, default
+    :func:`default_resize_backend`) to exactly cover the tiles; the global crop is the whole image
     resized to one crop. Tiles are read row-major.
     """
+    backend = backend or default_resize_backend()
     height_px, width_px = image_hw3.shape[:2]
     crop = config.crop_size
     window = window_px(config)
     margin2_px = 2 * config.overlap_margin * config.enc_patch_size
     tiling = tiling_for(height_px, width_px, config)
 
-    pil = Image.fromarray(image_hw3)
     target_h = tiling.rows * window + margin2_px
     target_w = tiling.cols * window + margin2_px
-    resized = np.asarray(pil.resize((target_w, target_h), Image.Resampling.LANCZOS))
+    resized = resize_rgb(image_hw3, target_w, target_h, backend)
     crops = np.zeros((1 + tiling.n_tiles, crop, crop, image_hw3.shape[2]), dtype=np.uint8)
-    crops[0] = np.asarray(pil.resize((crop, crop), Image.Resampling.LANCZOS))
+    crops[0] = resize_rgb(image_hw3, crop, crop, backend)
     for row in range(tiling.rows):
         for col in range(tiling.cols):
             y0, x0 = row * window, col * window

@@ -21,7 +21,26 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
-from models.moondream.crops import Tiling, crops_to_tensor, overlap_crops
+from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
+from models.moondream.crops import Tiling, crops_to_tensor, default_resize_backend, overlap_crops
+from models.moondream.decode_step import (
+    COL_KIND,
+    COL_POSITION,
+    COL_TEMPERATURE,
+    COL_TOKEN,
+    COL_TOP_P,
+    COL_VALUE0,
+    COL_VALUE1,
+    INPUT_COORD,
+    INPUT_SIZE,
+    OUT_COORD,
+    OUT_HEIGHT,
+    OUT_TOKEN,
+    OUT_WIDTH,
+    DecodeOptions,
+    DecodeStep,
+)
+from models.moondream.memory import moondream_budget
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
 from models.moondream.sampling import sample_tokens
@@ -63,6 +82,7 @@ class MoondreamGenerator:
         cache_context: int | None = None,
         seed: int = 0,
         encode_chunk_crops: int = 4,
+        decode_options: DecodeOptions | None = None,
     ) -> None:
         if max_sequences < 1:
             raise ValueError("max_sequences must be >= 1")
@@ -75,9 +95,18 @@ class MoondreamGenerator:
         context = min(cache_context or self.config.text.max_context, self.config.text.max_context)
         if context <= self.config.prefix_attn_len + 1:
             raise ValueError(f"cache context {context} leaves no room after the image prefix")
+        dtype_bytes = torch.empty((), dtype=model.dtype).element_size()
+        self.memory = moondream_budget(
+            self.config, model.parameter_count(), dtype_bytes, max_sequences, context, encode_chunk_crops
+        )
+        free = device_free_bytes(str(model.device))
+        if free is not None:  # the weights are resident already: the cache and activations must fit
+            need = MemoryBudget(0, self.memory.kv_cache_bytes, self.memory.largest_activation_bytes)
+            check_fits(need, free, "moondream", "[vlm.options] max_sequences or context")
         self.cache = KVCache(self.config.text, max_sequences, context, model.device, model.dtype)
         self._token_bytes = token_byte_table(tokenizer, self.config.text.vocab_size)
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
+        self.decode = DecodeStep(model.text, model.region, self.cache, decode_options or DecodeOptions(), self._rng)
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
         self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
@@ -99,8 +128,14 @@ class MoondreamGenerator:
             "max_sequences": self.cache.slots,
             "context": self.cache.context,
             "revision": self.config.revision,
+            "image_resize": default_resize_backend(),  # pyvips (as the official code) or pillow
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
+            "memory": self.memory.as_dict(),
+            "decode": {
+                "length_bucket": self.decode.options.length_bucket,
+                "cuda_graphs": self.decode.options.cuda_graphs and self.model.device.type == "cuda",
+            },
         }
         if self._info.random_weights:
             out["warning"] = "random weights: outputs are meaningless (tiny/test preset)"
@@ -124,8 +159,8 @@ class MoondreamGenerator:
         if request.skill == "caption":
             return list(templates["caption"][request.length])
         parts = templates[request.skill]
-        text = request.text or ""
-        body = encode(self.tokenizer, text if request.skill == "query" else " " + text)
+        # the official code encodes " " + question / " " + object (a leading space) for every skill
+        body = encode(self.tokenizer, " " + (request.text or ""))
         return list(parts["prefix"]) + body + list(parts["suffix"])
 
     def prepare(self, request: GenerationRequest) -> GenerationRequest:
@@ -231,91 +266,47 @@ class MoondreamGenerator:
         return self._decode_step(decoding)
 
     def _decode_step(self, decoding: list[SequenceState]) -> list[GenerationEvent]:
-        rows = max(seq.slot for seq in decoding) + 1
-        device = self.model.device
-        token_ids = [0] * rows
-        positions = [0] * rows
-        coord_rows: list[int] = []
-        coord_values: list[float] = []
-        size_rows: list[int] = []
-        size_values: list[tuple[float, ...]] = []
-        logit_rows: list[int] = []  # rows whose output picks a token
-        temps: list[float] = []
-        top_ps: list[float] = []
-        coord_out_rows: list[int] = []  # rows whose output is decoded as a coordinate
-        size_out_rows: list[int] = []  # rows whose output is decoded as a size
+        """One static-shape step (:mod:`models.moondream.decode_step`) for every decoding row."""
+        step = self.decode
+        step.clear_rows()
+        ints, floats = step.int_rows, step.float_rows
+        region_rows = sample = False
         for seq in decoding:
             r = seq.slot
-            positions[r] = seq.pos
+            ints[r, COL_POSITION] = seq.pos
             if seq.is_text:
-                token_ids[r] = seq.next_token
-                logit_rows.append(r)
-                temps.append(float(seq.request.settings.temperature))
-                top_ps.append(float(seq.request.settings.top_p))
+                ints[r, COL_TOKEN] = seq.next_token
+                temperature = float(seq.request.settings.temperature)
+                floats[r, COL_TEMPERATURE] = temperature
+                floats[r, COL_TOP_P] = float(seq.request.settings.top_p)
+                sample = sample or temperature > 0
                 continue
+            region_rows = True
             if seq.feed == FEED_SIZE:
-                size_rows.append(r)
-                size_values.append(seq.feed_value)
+                ints[r, COL_KIND] = INPUT_SIZE
+                floats[r, COL_VALUE0], floats[r, COL_VALUE1] = seq.feed_value
             else:
-                coord_rows.append(r)
-                coord_values.append(seq.feed_value[0])
-            if seq.feed == FEED_X:
-                coord_out_rows.append(r)
-            elif seq.feed == FEED_Y and seq.is_detect:
-                size_out_rows.append(r)
-            else:  # last input of an object: decide the next token, and prepare the next x
-                logit_rows.append(r)
-                temps.append(0.0)
-                top_ps.append(1.0)
-                coord_out_rows.append(r)
-
-        text, region = self.model.text, self.model.region
-        embeds = text.embed(torch.tensor(token_ids, device=device))  # (rows, D)
-        if coord_rows:
-            values = torch.tensor(coord_values, device=device, dtype=torch.float32)
-            embeds[torch.tensor(coord_rows, device=device)] = region.encode_coord(values).to(embeds.dtype)
-        if size_rows:
-            values = torch.tensor(size_values, device=device, dtype=torch.float32)
-            embeds[torch.tensor(size_rows, device=device)] = region.encode_size(values).to(embeds.dtype)
-        positions_t = torch.tensor(positions, device=device)
-        hidden = text.decode(embeds[:, None], self.cache, positions_t, max(positions) + 1)[:, 0]  # (rows, D)
-
-        tokens: dict[int, int] = {}
-        if logit_rows:
-            logits = text.logits(hidden[torch.tensor(logit_rows, device=device)])
-            picked = sample_tokens(
-                logits,
-                torch.tensor(temps, device=device),
-                torch.tensor(top_ps, device=device),
-                self._rng,
-                all_greedy=not any(temps),
-            ).tolist()
-            tokens = dict(zip(logit_rows, picked, strict=True))
-        coords: dict[int, float] = {}
-        if coord_out_rows:
-            decoded = region.decode_coord(hidden[torch.tensor(coord_out_rows, device=device)]).tolist()
-            coords = dict(zip(coord_out_rows, decoded, strict=True))
-        sizes: dict[int, tuple[float, float]] = {}
-        if size_out_rows:
-            decoded_wh = region.decode_size(hidden[torch.tensor(size_out_rows, device=device)]).tolist()
-            sizes = {r: (wh[0], wh[1]) for r, wh in zip(size_out_rows, decoded_wh, strict=True)}
+                ints[r, COL_KIND] = INPUT_COORD
+                floats[r, COL_VALUE0] = seq.feed_value[0]
+        out = step.run(max(seq.pos for seq in decoding), region_rows, sample)
 
         events: list[GenerationEvent] = []
         for seq in decoding:
             r = seq.slot
             seq.pos += 1
+            token = int(out[r, OUT_TOKEN])
             if seq.is_text:
-                self._after_text_token(seq, tokens[r], events)
+                self._after_text_token(seq, token, events)
             elif seq.feed == FEED_X:
-                self._feed_next(seq, FEED_Y, (coords[r],), events)
+                self._feed_next(seq, FEED_Y, (float(out[r, OUT_COORD]),), events)
             elif seq.feed == FEED_Y and seq.is_detect:
-                width, height = sizes[r]
+                width, height = float(out[r, OUT_WIDTH]), float(out[r, OUT_HEIGHT])
                 seq.objects.append(box_from_center(seq.center[0], seq.feed_value[0], width, height))
                 self._feed_next(seq, FEED_SIZE, (width, height), events)
-            else:
+            else:  # the last input of an object: its output decides EOS or the next object's x
                 if seq.feed == FEED_Y:  # point: the object is complete
                     seq.objects.append({"x": seq.center[0], "y": seq.feed_value[0]})
-                self._after_decision(seq, tokens[r], None, events, next_x=coords[r])
+                self._after_decision(seq, token, None, events, next_x=float(out[r, OUT_COORD]))
         return events
 
     # ---- state transitions -------------------------------------------------------------------
@@ -383,7 +374,8 @@ class MoondreamGenerator:
         self._by_slot[seq.slot] = None
 
     def warmup(self) -> None:
-        """Admit and finish one tiny request per skill, so first real requests pay no lazy init."""
+        """Admit and finish one tiny request per skill, so first real requests pay no lazy init; on
+        CUDA then capture every decode shape (all rows inactive), so no capture happens while serving."""
         image = np.zeros((self.config.vision.crop_size, self.config.vision.crop_size, 3), dtype=np.uint8)
         settings = GenerationSettings(max_tokens=2, max_objects=1)
         for key, skill in enumerate(SKILLS, start=-len(SKILLS)):
@@ -394,3 +386,7 @@ class MoondreamGenerator:
                     break
                 self.step()
             self.cancel(key)
+        if self.model.device.type == "cuda":
+            with torch.inference_mode():
+                shapes = self.decode.warmup(self.config.prefix_attn_len)
+            logger.info("moondream decode warm-up: %d shapes, %d CUDA graphs", shapes, self.decode.graphs_captured)

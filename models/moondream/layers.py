@@ -30,16 +30,24 @@ class AttentionProj(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
+    def qkv_heads(self, x_btd: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """(B, T, D) -> the fused projection viewed as (B, T, 3, H, D/H) (q, k, v)."""
+        bsz, seq_len, dim = x_btd.shape
+        return self.qkv(x_btd).view(bsz, seq_len, 3, n_heads, dim // n_heads)
+
     def split_heads(
         self, x_btd: torch.Tensor, n_heads: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, D) -> q, k, v each (B, H, T, D/H)."""
-        bsz, seq_len, dim = x_btd.shape
-        qkv = self.qkv(x_btd).view(bsz, seq_len, 3, n_heads, dim // n_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v
+        return heads_of(self.qkv_heads(x_btd, n_heads))
 
     def merge_heads(self, out_bhtd: torch.Tensor) -> torch.Tensor:
         """(B, H, T, Dh) -> projected (B, T, H*Dh)."""
         bsz, n_heads, seq_len, head_dim = out_bhtd.shape
         return self.proj(out_bhtd.transpose(1, 2).reshape(bsz, seq_len, n_heads * head_dim))
+
+
+def heads_of(qkv_bt3hd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, 3, H, Dh) -> q, k, v each (B, H, T, Dh) (views)."""
+    q, k, v = qkv_bt3hd.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v

@@ -11,7 +11,9 @@
 
 ``spec.options``: ``max_sequences`` (KV slots, default 8), ``max_crops``, ``context`` (KV-cache
 positions per slot, default the model's), ``seed`` (random weights and sampling, default 0),
-``encode_chunk_crops`` (crops encoded per admission unit between control work, default 4).
+``encode_chunk_crops`` (crops encoded per admission unit between control work, default 4),
+``length_bucket`` (decode attends over a length rounded up to this, default 128), ``cuda_graphs``
+(capture each decode shape in a CUDA graph on CUDA, default true).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import ModelInfo
+from models.loading import assert_no_meta, materialize, meta_skeleton
 from models.moondream.config import (
     REAL_PRESET,
     REAL_REVISION,
@@ -34,6 +37,7 @@ from models.moondream.config import (
     apply_overrides,
     preset_config,
 )
+from models.moondream.decode_step import DecodeOptions
 from models.moondream.generator import MoondreamGenerator
 from models.moondream.model import MoondreamModel, init_random_weights
 from models.moondream.tokenizer import EOS_TEXT, build_tiny_tokenizer, load_tokenizer, templates_from_texts
@@ -93,6 +97,10 @@ def load_generator(spec: ModelSpec, device: str, dtype: str) -> MoondreamGenerat
         cache_context=int(options["context"]) if "context" in options else None,
         seed=seed,
         encode_chunk_crops=int(options.get("encode_chunk_crops", 4)),
+        decode_options=DecodeOptions(
+            length_bucket=int(options.get("length_bucket", DecodeOptions.length_bucket)),
+            cuda_graphs=bool(options.get("cuda_graphs", DecodeOptions.cuda_graphs)),
+        ),
     )
     logger.info(
         "moondream ready: %s, %s params, %d slots x %d positions (%.1f MiB KV cache) on %s/%s",
@@ -110,12 +118,11 @@ def load_generator(spec: ModelSpec, device: str, dtype: str) -> MoondreamGenerat
 def random_model(
     config: MoondreamConfig, device: torch.device, dtype: torch.dtype, seed: int
 ) -> MoondreamModel:
-    with torch.device("meta"):
-        model = MoondreamModel(config)
-    model = model.to_empty(device=device)
-    init_random_weights(model, seed)
-    model = model.to(dtype=dtype)
+    """Seeded random weights made directly in ``dtype`` on ``device`` (no float32 copy of the model)."""
+    model = materialize(meta_skeleton(lambda: MoondreamModel(config)), device, dtype)
+    init_random_weights(model, seed)  # draws each tensor in float32, one at a time
     model.text.rebuild_rope(device)  # rotary tables stay float32
+    assert_no_meta(model)
     return model.eval()
 
 

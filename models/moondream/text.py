@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.moondream.config import TextConfig
-from models.moondream.layers import MLP, AttentionProj
+from models.moondream.layers import MLP, AttentionProj, heads_of
+from models.moondream.rotary import rope_tables, rotate_qk_
 
 
 class KVCache:
@@ -36,24 +37,6 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
-
-
-def rope_table(config: TextConfig, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables, each (context, rot_dim/2) float32."""
-    half = config.rot_dim // 2
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, half, dtype=torch.float32) * 2 / config.rot_dim))
-    angles = torch.arange(context, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(
-    x_bhtd: torch.Tensor, cos_b1th: torch.Tensor, sin_b1th: torch.Tensor, rot_dim: int
-) -> torch.Tensor:
-    half = rot_dim // 2
-    x1 = x_bhtd[..., :half].float()
-    x2 = x_bhtd[..., half:rot_dim].float()
-    rotated = torch.cat([x1 * cos_b1th - x2 * sin_b1th, x1 * sin_b1th + x2 * cos_b1th], dim=-1)
-    return torch.cat([rotated.to(x_bhtd.dtype), x_bhtd[..., rot_dim:]], dim=-1)
 
 
 class TextBlock(nn.Module):
@@ -75,13 +58,13 @@ class TextModel(nn.Module):
         self._blocks: list[TextBlock] = blocks  # the same modules, typed
         self.post_ln = nn.LayerNorm(config.dim, eps=config.ln_eps)
         self.lm_head = nn.Linear(config.dim, config.vocab_size)
-        cos, sin = rope_table(config, config.max_context)
+        cos, sin = rope_tables(config, config.max_context)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def rebuild_rope(self, device: torch.device) -> None:
         """Recompute the rotary tables (float32) on ``device``, e.g. after loading onto a meta skeleton."""
-        cos, sin = rope_table(self.config, self.config.max_context)
+        cos, sin = rope_tables(self.config, self.config.max_context)
         self.rope_cos = cos.to(device)
         self.rope_sin = sin.to(device)
 
@@ -102,15 +85,16 @@ class TextModel(nn.Module):
     def prefill(self, embeds_1td: torch.Tensor, cache: KVCache | None = None, slot: int = 0) -> torch.Tensor:
         """Run a whole sequence from position 0 -> hidden (1, T, D); fills ``cache[slot, :T]`` if given."""
         seq_len = embeds_1td.shape[1]
-        cos = self.rope_cos[:seq_len][None, None]
-        sin = self.rope_sin[:seq_len][None, None]
+        cos = self.rope_cos[:seq_len][None]  # (1, T, rot)
+        sin = self.rope_sin[:seq_len][None]
         mask_tt = self.prefix_mask(seq_len, embeds_1td.device)
         x = embeds_1td
         rot = self.config.rot_dim
         for layer, block in enumerate(self._blocks):
             h = block.ln(x)
-            q, k, v = block.attn.split_heads(h, self.config.n_heads)
-            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+            qkv = block.attn.qkv_heads(h, self.config.n_heads)
+            rotate_qk_(qkv, cos, sin, rot)
+            q, k, v = heads_of(qkv)
             if cache is not None:
                 cache.k[layer, slot, :, :seq_len] = k[0]
                 cache.v[layer, slot, :, :seq_len] = v[0]
@@ -127,8 +111,8 @@ class TextModel(nn.Module):
         Writes each row's key/value at its position, then attends over positions <= its own.
         """
         rows = embeds_b1d.shape[0]
-        cos = self.rope_cos[positions_b][:, None, None, :]  # (B, 1, 1, rot/2)
-        sin = self.rope_sin[positions_b][:, None, None, :]
+        cos = self.rope_cos[positions_b][:, None]  # (B, 1, rot)
+        sin = self.rope_sin[positions_b][:, None]
         slot_ids = torch.arange(rows, device=embeds_b1d.device)
         visible_b11l = (torch.arange(attend_len, device=embeds_b1d.device)[None, :] <= positions_b[:, None])[
             :, None, None, :
@@ -137,8 +121,9 @@ class TextModel(nn.Module):
         rot = self.config.rot_dim
         for layer, block in enumerate(self._blocks):
             h = block.ln(x)
-            q, k, v = block.attn.split_heads(h, self.config.n_heads)
-            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+            qkv = block.attn.qkv_heads(h, self.config.n_heads)
+            rotate_qk_(qkv, cos, sin, rot)
+            q, k, v = heads_of(qkv)
             cache.k[layer, slot_ids, :, positions_b] = k[:, :, 0]
             cache.v[layer, slot_ids, :, positions_b] = v[:, :, 0]
             keys = cache.k[layer, :rows, :, :attend_len]

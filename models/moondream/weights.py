@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from models.loading import assert_no_meta
 from models.moondream.config import MoondreamConfig
 from models.moondream.model import MoondreamModel
 from vtla_contracts.errors import CheckpointError
@@ -49,6 +50,7 @@ def load_checkpoint(
     model = skeleton
     model.load_state_dict(state, strict=True, assign=True)
     model.text.rebuild_rope(device)
+    assert_no_meta(model)
     return model.eval()
 
 

@@ -237,6 +237,11 @@ class VTLAConfig:
         _require(self.proprio_dim >= 0, "proprio_dim must be >= 0")
 
     @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the frames the vision tower reads: what clients/decoders should resize to."""
+        return (self.vision.image_size, self.vision.image_size)
+
+    @property
     def num_image_tokens(self) -> int:
         return self.vision.num_tokens * len(self.cameras)
 

@@ -38,10 +38,15 @@ class VTLAInputs:
     tactile_image: torch.Tensor | None = None  # (B, 3, s, s) model dtype
     force_torque: torch.Tensor | None = None  # (B, 6) model dtype
     proprio: torch.Tensor | None = None  # (B, P) model dtype
+    tactile_image_mask: torch.Tensor | None = None  # (B,) bool: rows that sent a tactile image
+    force_torque_mask: torch.Tensor | None = None  # (B,) bool: rows that sent force/torque
+
+
+ATTENTION = "sdpa"  # set explicitly, not left to transformers' choice
 
 
 def siglip_config(cfg: VtlaVisionConfig) -> SiglipVisionConfig:
-    return SiglipVisionConfig(
+    config = SiglipVisionConfig(
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -52,10 +57,12 @@ def siglip_config(cfg: VtlaVisionConfig) -> SiglipVisionConfig:
         hidden_act=cfg.hidden_act,
         vision_use_head=False,
     )
+    config._attn_implementation = ATTENTION
+    return config
 
 
 def qwen2_config(cfg: VtlaTextConfig) -> Qwen2Config:
-    return Qwen2Config(
+    config = Qwen2Config(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -67,6 +74,8 @@ def qwen2_config(cfg: VtlaTextConfig) -> Qwen2Config:
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         use_cache=False,
     )
+    config._attn_implementation = ATTENTION
+    return config
 
 
 class VTLAModel(nn.Module):
@@ -87,6 +96,10 @@ class VTLAModel(nn.Module):
         layers.append(nn.Linear(widths[-1], cfg.action.chunk_size * cfg.action.dim))
         self.action_head = nn.Sequential(*layers)
         self._index = functools.lru_cache(maxsize=INDEX_CACHE_SIZE)(self._build_index)
+        # the sequence length is rounded up to a multiple of this (padding sits after every real
+        # token, so causal attention hides it): a few static shapes instead of one per prompt length
+        self.sequence_bucket = 1
+        self._core = self.forward_tensors
 
     @property
     def num_middle_tokens(self) -> int:
@@ -104,27 +117,59 @@ class VTLAModel(nn.Module):
 
     def forward(self, inputs: VTLAInputs) -> torch.Tensor:
         """-> (B, H, action_dim) normalised actions (model dtype)."""
-        batch_size = len(inputs.lens_before)
-        embed = self.language.embed_tokens
-        image = self.encode_images(inputs.pixel_values, batch_size)  # (B, C*N, d)
-        middle = [image, self.tactile(batch_size, inputs.tactile_image, inputs.force_torque)]
-        if self.proprio_proj is not None:
-            assert inputs.proprio is not None, "this model needs proprio"
-            middle.append(self.proprio_proj(inputs.proprio).unsqueeze(1))
-        d = image.shape[-1]
-        parts = [embed(inputs.text_before), *middle, embed(inputs.text_after)]
-        if self.action_query is not None:
-            parts.append(self.action_query.view(1, 1, d).expand(batch_size, 1, d))
-        parts.append(image.new_zeros(batch_size, 1, d))  # the source of padding positions
-        source = torch.cat(parts, dim=1)  # (B, S, d)
-
         index, readout = self._index(
             inputs.lens_before,
             inputs.lens_after,
             inputs.text_before.shape[1],
             inputs.text_after.shape[1],
-            image.device,
+            inputs.pixel_values.device,
         )
+        return self._core(
+            inputs.pixel_values,
+            inputs.text_before,
+            inputs.text_after,
+            index,
+            readout,
+            inputs.tactile_image,
+            inputs.force_torque,
+            inputs.proprio,
+            inputs.tactile_image_mask,
+            inputs.force_torque_mask,
+        )
+
+    def compile_core(self) -> None:
+        """Run the tensor-only part through ``torch.compile(fullgraph=True, dynamic=False)``: one graph
+        per (batch bucket, sequence bucket) shape; prompts of other lengths reuse it (the index is data)."""
+        self._core = torch.compile(self.forward_tensors, fullgraph=True, dynamic=False)
+
+    def forward_tensors(
+        self,
+        pixel_values: torch.Tensor,
+        text_before: torch.Tensor,
+        text_after: torch.Tensor,
+        index: torch.Tensor,  # (B, L) into the concatenated source
+        readout: torch.Tensor,  # (B,) position the action head reads
+        tactile_image: torch.Tensor | None,
+        force_torque: torch.Tensor | None,
+        proprio: torch.Tensor | None,
+        tactile_image_mask: torch.Tensor | None,
+        force_torque_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The forward over tensors only (no Python data that varies per batch): static shapes."""
+        batch_size = text_before.shape[0]
+        embed = self.language.embed_tokens
+        image = self.encode_images(pixel_values, batch_size)  # (B, C*N, d)
+        touch = self.tactile(batch_size, tactile_image, force_torque, tactile_image_mask, force_torque_mask)
+        middle = [image, touch]
+        if self.proprio_proj is not None:
+            assert proprio is not None, "this model needs proprio"
+            middle.append(self.proprio_proj(proprio).unsqueeze(1))
+        d = image.shape[-1]
+        parts = [embed(text_before), *middle, embed(text_after)]
+        if self.action_query is not None:
+            parts.append(self.action_query.view(1, 1, d).expand(batch_size, 1, d))
+        parts.append(image.new_zeros(batch_size, 1, d))  # the source of padding positions
+        source = torch.cat(parts, dim=1)  # (B, S, d)
         rows = torch.arange(batch_size, device=image.device)
         sequence = source[rows.unsqueeze(1), index]  # (B, L, d)
         hidden = self.language(inputs_embeds=sequence, use_cache=False).last_hidden_state  # (B, L, d)
@@ -165,6 +210,7 @@ class VTLAModel(nn.Module):
         else:  # the last image token; nothing after it can reach it, so stop the sequence there
             readout = before.squeeze(1) + self.cfg.num_image_tokens - 1
             length = int(readout.max()) + 1
+        length = -(-length // self.sequence_bucket) * self.sequence_bucket
         pos = torch.arange(length, dtype=torch.long).unsqueeze(0)  # (1, L)
         mid_start = width_before
         after_start = mid_start + n_mid

@@ -82,9 +82,11 @@ def images_to_pixels(
     return (x * scale.view(1, 3, 1, 1) - shift.view(1, 3, 1, 1)).to(dtype).contiguous()
 
 
-def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
-    """Right-pad id sequences with 0 -> (B, T) int64 on the device (T may be 0)."""
+def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device, multiple: int = 1) -> torch.Tensor:
+    """Right-pad id sequences with 0 -> (B, T) int64 on the device, T the longest rounded up to
+    ``multiple`` (T may be 0)."""
     width = max((len(s) for s in sequences), default=0)
+    width = -(-width // multiple) * multiple
     out = np.zeros((len(sequences), width), dtype=np.int64)
     for row, ids in enumerate(sequences):
         out[row, : len(ids)] = ids

@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import InputError, ModelInfo, Observation
+from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
@@ -25,6 +26,8 @@ from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # a forward runs at the smallest bucket >= its batch
+DEFAULT_SEQUENCE_BUCKET = 16  # decoder sequence length rounded up to a multiple of this
 TACTILE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 MAX_CHARS_PER_TOKEN = 16  # more characters than this per allowed token cannot fit
 
@@ -33,8 +36,26 @@ class VTLAPolicy:
     """Implements :class:`models.interfaces.ActPolicy` for a loaded :class:`VTLAModel`."""
 
     def __init__(
-        self, model: VTLAModel, tokenizer: Tokenizer, device: torch.device, random_weights: bool, source: str
+        self,
+        model: VTLAModel,
+        tokenizer: Tokenizer,
+        device: torch.device,
+        random_weights: bool,
+        source: str,
+        batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
+        sequence_bucket: int = DEFAULT_SEQUENCE_BUCKET,
+        compile_forward: bool = False,
     ) -> None:
+        buckets = tuple(sorted({int(b) for b in batch_buckets}))
+        if not buckets or buckets[0] < 1:
+            raise ValueError(f"batch_buckets must be positive integers, got {list(batch_buckets)}")
+        if sequence_bucket < 1:
+            raise ValueError(f"sequence_bucket must be >= 1, got {sequence_bucket}")
+        self.batch_buckets = buckets
+        self.last_bucket: int | None = None  # the padded batch size the last act() ran at
+        model.sequence_bucket = sequence_bucket
+        if compile_forward:
+            model.compile_core()
         self.model = model
         self.cfg: VTLAConfig = model.cfg
         self._device = device
@@ -43,6 +64,15 @@ class VTLAPolicy:
         self._denormalize = ActionDenormalizer(self.cfg.action, device)
         self._staging = HostStaging(device)
         self._source = source
+        self.memory = vtla_budget(self.cfg, count_parameters(model), model, self.batch_buckets[-1])
+        free = device_free_bytes(str(device))
+        if free is not None:  # weights are resident: the largest bucket's activations must fit
+            check_fits(
+                MemoryBudget(0, 0, self.memory.largest_activation_bytes),
+                free,
+                "the VTLA policy",
+                "the largest of [policy.options] batch_buckets",
+            )
         self._info = ModelInfo(
             name="vtla",
             kind="vtla",
@@ -78,6 +108,8 @@ class VTLAPolicy:
             "tactile": tactile,
             "proprio": {"dim": cfg.proprio_dim} if cfg.proprio_dim else None,
             "readout": cfg.action.readout,
+            "batch_buckets": list(self.batch_buckets),
+            "memory": self.memory.as_dict(),
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
         }
@@ -131,12 +163,22 @@ class VTLAPolicy:
             )
 
     def batch_key(self, obs: Observation) -> Hashable:
-        images = tuple((name, _shape(obs.images.get(name))) for name in self.cfg.cameras)
-        tactile = None
-        if obs.tactile_image is not None:
-            tactile = (obs.tactile_image.shape, obs.tactile_image.dtype.str)
-        proprio = None if obs.proprio is None else obs.proprio.shape
-        return (images, tactile, obs.force_torque is not None, proprio)
+        """One key for every valid observation: frame sizes, dtypes and absent optional inputs are
+        handled inside one forward (per-row resize, masks and "no touch" tokens)."""
+        return "vtla"
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) every camera frame is resized to; frames already this size skip the resize."""
+        return self.cfg.input_hw
+
+    def bucket_for(self, batch_size: int) -> int:
+        """The padded batch size a forward of ``batch_size`` observations runs at."""
+        for bucket in self.batch_buckets:
+            if bucket >= batch_size:
+                return bucket
+        top = self.batch_buckets[-1]
+        return -(-batch_size // top) * top
 
     # -- inference ------------------------------------------------------------------------
 
@@ -144,10 +186,14 @@ class VTLAPolicy:
         """One forward for observations sharing a batch_key -> (B, H, dim) float32, physical units."""
         if not batch:
             raise ValueError("act() needs at least one observation")
+        bucket = self.bucket_for(len(batch))
+        padded = list(batch) + [batch[-1]] * (bucket - len(batch))  # padding rows repeat a real one
         with torch.inference_mode():
-            normalized = self.model(self._inputs(batch))  # (B, H, dim)
+            normalized = self.model(self._inputs(padded))[: len(batch)]  # (B, H, dim)
             actions = self._denormalize(normalized)
-            return actions.cpu().numpy().astype(np.float32, copy=False)
+            out = actions.cpu().numpy().astype(np.float32, copy=False)
+        self.last_bucket = bucket
+        return out
 
     def reset(self, session: str | None) -> None:
         """Stateless policy: nothing to clear."""
@@ -163,54 +209,76 @@ class VTLAPolicy:
 
     def _inputs(self, batch: Sequence[Observation]) -> VTLAInputs:
         cfg, dev, dt = self.cfg, self._device, self._dtype
-        pixels = []
-        for name in cfg.cameras:
-            raw = self._staging.to_device(
-                [obs.images[name] for obs in batch], slot=f"camera:{name}"
-            )  # (B, H, W, 3) uint8
-            pre = cfg.preprocess
-            pixels.append(
-                images_to_pixels(
-                    raw, cfg.vision.image_size, pre.image_mean, pre.image_std, pre.resize_mode, dt
-                )
+        pre, s = cfg.preprocess, cfg.vision.image_size
+        pixels = [
+            self._pixels(
+                [obs.images[name] for obs in batch], f"camera:{name}", s, pre.image_mean, pre.image_std, pre.resize_mode
             )
-        s = cfg.vision.image_size
+            for name in cfg.cameras
+        ]
         pixel_values = torch.stack(pixels, dim=1).reshape(-1, 3, s, s)  # (B*C, 3, S, S) sample-major
         prompts = [self._prompts.encode(self._prompts.resolve(obs.instruction)) for obs in batch]
-        tactile_image = None
-        if batch[0].tactile_image is not None:
-            raw_t = self._staging.to_device([_tactile(obs) for obs in batch], slot="tactile")
-            tac = cfg.tactile
-            tactile_image = images_to_pixels(
-                raw_t, tac.image_size, tac.image_mean, tac.image_std, "bilinear", dt
-            )
-        force_torque = None
-        if batch[0].force_torque is not None:
-            ft = np.stack([np.asarray(obs.force_torque, dtype=np.float32) for obs in batch])
+        tactile_image = tactile_mask = None
+        tac = cfg.tactile
+        # always tensors + masks when the model has the input: one static shape, absent rows -> no touch
+        if tac.image:
+            blank = np.zeros((tac.image_size, tac.image_size, 3), dtype=np.uint8)
+            frames = [blank if obs.tactile_image is None else obs.tactile_image for obs in batch]
+            tactile_image = self._pixels(frames, "tactile", tac.image_size, tac.image_mean, tac.image_std, "bilinear")
+            present = [obs.tactile_image is not None for obs in batch]
+            tactile_mask = self._mask(present)
+            if tac.encoder == "resnet18":  # the predecessor's "no touch" is a zero image, not a token
+                tactile_image = tactile_image * tactile_mask.view(-1, 1, 1, 1).to(tactile_image.dtype)
+        force_torque = ft_mask = None
+        if tac.force_torque:
+            zeros = np.zeros(6, dtype=np.float32)
+            rows = [zeros if obs.force_torque is None else np.asarray(obs.force_torque, np.float32) for obs in batch]
+            ft = np.stack(rows)
             force_torque = torch.from_numpy(ft).to(dev).to(dt)
+            ft_mask = self._mask([obs.force_torque is not None for obs in batch])
         proprio = None
         if cfg.proprio_dim:
             pr = np.stack([np.asarray(obs.proprio, dtype=np.float32) for obs in batch])
             proprio = torch.from_numpy(pr).to(dev).to(dt)
+        widths = self.model.sequence_bucket
         return VTLAInputs(
             pixel_values=pixel_values,
-            text_before=pad_token_ids([p[0] for p in prompts], dev),
-            text_after=pad_token_ids([p[1] for p in prompts], dev),
+            text_before=pad_token_ids([p[0] for p in prompts], dev, widths),
+            text_after=pad_token_ids([p[1] for p in prompts], dev, widths),
             lens_before=tuple(len(p[0]) for p in prompts),
             lens_after=tuple(len(p[1]) for p in prompts),
             tactile_image=tactile_image,
             force_torque=force_torque,
             proprio=proprio,
+            tactile_image_mask=tactile_mask,
+            force_torque_mask=ft_mask,
         )
 
+    def _pixels(
+        self,
+        frames: Sequence[np.ndarray],
+        slot: str,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        mode: str,
+    ) -> torch.Tensor:
+        """Frames of any sizes and dtypes -> (B, 3, size, size): each (shape, dtype) group resized together."""
+        groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
+        for row, frame in enumerate(frames):
+            groups.setdefault((frame.shape, frame.dtype.str), []).append(row)
+        if len(groups) == 1:
+            raw = self._staging.to_device(list(frames), slot=slot)
+            return images_to_pixels(raw, size, mean, std, mode, self._dtype)
+        out = torch.empty((len(frames), 3, size, size), dtype=self._dtype, device=self._device)
+        for (shape, dtype), rows in groups.items():
+            raw = self._staging.to_device([frames[r] for r in rows], slot=f"{slot}:{shape}:{dtype}")
+            index = torch.tensor(rows, device=self._device)
+            out[index] = images_to_pixels(raw, size, mean, std, mode, self._dtype)
+        return out
 
-def _shape(array: object) -> tuple[int, ...] | None:
-    return tuple(array.shape) if isinstance(array, np.ndarray) else None
-
-
-def _tactile(obs: Observation) -> np.ndarray:
-    assert obs.tactile_image is not None
-    return obs.tactile_image
+    def _mask(self, present: Sequence[bool]) -> torch.Tensor:
+        return torch.tensor(present, dtype=torch.bool).to(self._device, non_blocking=True)
 
 
 def _check_image(image: object, what: str, dtypes: tuple[np.dtype, ...]) -> None:
@@ -238,6 +306,34 @@ def _check_vector(value: object, what: str, dim: int) -> None:
         raise InputError(f"{what} has non-finite values")
 
 
+def vtla_budget(cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int) -> MemoryBudget:
+    """Weights, no KV cache, and the largest activation (estimate) of a forward at ``batch``."""
+    dtype_bytes = next(model.parameters()).element_size()
+    n_cam = len(cfg.cameras)
+    vision = batch * n_cam * cfg.vision.num_tokens * cfg.vision.intermediate_size * dtype_bytes
+    seq = model.num_middle_tokens + cfg.prompt.max_text_tokens + 2
+    seq = -(-seq // model.sequence_bucket) * model.sequence_bucket
+    text = batch * seq * cfg.text.intermediate_size * dtype_bytes * 2  # gate and up projections
+    return MemoryBudget(parameters * dtype_bytes, 0, 2 * max(vision, text))
+
+
+def _options(spec: ModelSpec) -> dict[str, Any]:
+    """``[policy.options]``: ``batch_buckets`` (list of batch sizes), ``sequence_bucket`` (tokens)."""
+    options = dict(spec.options)
+    known = ("batch_buckets", "sequence_bucket", "compile")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown [policy.options] for the VTLA: {unknown}; known: {', '.join(known)}")
+    out: dict[str, Any] = {}
+    if "batch_buckets" in options:
+        out["batch_buckets"] = tuple(int(b) for b in options["batch_buckets"])
+    if "sequence_bucket" in options:
+        out["sequence_bucket"] = int(options["sequence_bucket"])
+    if "compile" in options:
+        out["compile_forward"] = bool(options["compile"])
+    return out
+
+
 def load_policy(spec: ModelSpec, device: str, dtype: str) -> VTLAPolicy:
     """Registry factory: ``spec.path`` -> that checkpoint; empty -> ``spec.preset``, random weights."""
     if dtype not in DTYPES:
@@ -246,7 +342,9 @@ def load_policy(spec: ModelSpec, device: str, dtype: str) -> VTLAPolicy:
     torch_dtype = DTYPES[dtype]
     if spec.path:
         model, tokenizer = load_checkpoint(spec.path, torch_device, torch_dtype)
-        policy = VTLAPolicy(model, tokenizer, torch_device, random_weights=False, source=str(Path(spec.path)))
+        policy = VTLAPolicy(
+            model, tokenizer, torch_device, random_weights=False, source=str(Path(spec.path)), **_options(spec)
+        )
     else:
         if spec.hub_download:
             raise ValueError(
@@ -256,7 +354,7 @@ def load_policy(spec: ModelSpec, device: str, dtype: str) -> VTLAPolicy:
         cfg = preset_config(spec.preset)
         model = build_model(cfg, torch_device, torch_dtype)
         policy = VTLAPolicy(
-            model, build_byte_tokenizer(), torch_device, random_weights=True, source=spec.preset
+            model, build_byte_tokenizer(), torch_device, random_weights=True, source=spec.preset, **_options(spec)
         )
         logger.warning("VTLA preset %r has RANDOM weights: its actions are meaningless", spec.preset)
     info = policy.info

@@ -101,23 +101,36 @@ class CnnTactileEncoder(nn.Module):
         )
 
     def forward(
-        self, batch_size: int, image: torch.Tensor | None, force_torque: torch.Tensor | None
+        self,
+        batch_size: int,
+        image: torch.Tensor | None,
+        force_torque: torch.Tensor | None,
+        image_mask: torch.Tensor | None = None,
+        force_torque_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Absent input (None, or a row whose ``*_mask`` (B,) bool is False) -> the "no touch" token."""
         tokens: list[torch.Tensor] = []
         slot = 0
         if self.image_encoder is not None:
-            if image is None:
-                tokens.append(self.no_touch[slot].expand(batch_size, -1))
-            else:
-                tokens.append(self.image_encoder(image))
+            encoded_image = None if image is None else self.image_encoder(image)
+            tokens.append(self._token(slot, batch_size, encoded_image, image_mask))
             slot += 1
         if self.force_torque_proj is not None:
-            if force_torque is None:
-                tokens.append(self.no_touch[slot].expand(batch_size, -1))
-            else:
-                scaled = force_torque * self.force_torque_scale.to(force_torque.dtype)
-                tokens.append(self.force_torque_proj(scaled))
+            encoded = None
+            if force_torque is not None:
+                encoded = self.force_torque_proj(force_torque * self.force_torque_scale.to(force_torque.dtype))
+            tokens.append(self._token(slot, batch_size, encoded, force_torque_mask))
         return torch.stack(tokens, dim=1)  # (B, k, d)
+
+    def _token(
+        self, slot: int, batch_size: int, encoded_bd: torch.Tensor | None, mask_b: torch.Tensor | None
+    ) -> torch.Tensor:
+        absent = self.no_touch[slot].expand(batch_size, -1)
+        if encoded_bd is None:
+            return absent
+        if mask_b is None:
+            return encoded_bd
+        return torch.where(mask_b[:, None], encoded_bd, absent.to(encoded_bd.dtype))
 
 
 class LegacyTactileEncoder(nn.Module):
@@ -133,8 +146,14 @@ class LegacyTactileEncoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.randn(hidden_size) * 0.02)  # (d,)
 
     def forward(
-        self, batch_size: int, image: torch.Tensor | None, force_torque: torch.Tensor | None
+        self,
+        batch_size: int,
+        image: torch.Tensor | None,
+        force_torque: torch.Tensor | None,
+        image_mask: torch.Tensor | None = None,
+        force_torque_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Rows without a tactile image must hold a zero image (the predecessor's dummy); masks unused."""
         if image is None:  # the predecessor's "dummy tactile": a zero image
             size = self.cfg.image_size
             ref = self.pos_embedding

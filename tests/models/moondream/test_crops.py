@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from models.moondream.config import VisionConfig, preset_config
-from models.moondream.crops import Tiling, overlap_crops, stitch_tiles, tiling_for, window_px
+from models.moondream.crops import (
+    RESIZE_PILLOW,
+    RESIZE_PYVIPS,
+    Tiling,
+    default_resize_backend,
+    overlap_crops,
+    stitch_tiles,
+    tiling_for,
+    window_px,
+)
 from tests.models.moondream.conftest import make_image
 
 REAL = VisionConfig()
@@ -48,15 +57,25 @@ def test_tiling_never_exceeds_max_crops(height: int, width: int, max_crops: int)
     assert 1 <= tiling.n_tiles <= max_crops
 
 
+def reference_resize(image: np.ndarray, width: int, height: int, backend: str) -> np.ndarray:
+    """Each library called directly, as the official code (pyvips) or the fallback (Pillow) does."""
+    if backend == RESIZE_PYVIPS:
+        import pyvips
+
+        vips = pyvips.Image.new_from_array(image)
+        return np.asarray(vips.resize(width / image.shape[1], vscale=height / image.shape[0]).numpy())
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+
+
+@pytest.mark.parametrize("backend", [RESIZE_PYVIPS, RESIZE_PILLOW])
 @pytest.mark.parametrize(("height", "width"), [(480, 640), (300, 200), (900, 500)])
-def test_crops_cut_from_the_resized_image(height: int, width: int) -> None:
+def test_crops_cut_from_the_resized_image(height: int, width: int, backend: str) -> None:
     image = make_image(height, width, seed=height)
-    crops, tiling = overlap_crops(image, REAL)
+    crops, tiling = overlap_crops(image, REAL, backend=backend)
     assert crops.shape == (1 + tiling.n_tiles, 378, 378, 3) and crops.dtype == np.uint8
-    pil = Image.fromarray(image)
-    np.testing.assert_array_equal(crops[0], np.asarray(pil.resize((378, 378), Image.Resampling.LANCZOS)))
+    np.testing.assert_array_equal(crops[0], reference_resize(image, 378, 378, backend))
     target = (tiling.cols * 266 + 112, tiling.rows * 266 + 112)
-    resized = np.asarray(pil.resize(target, Image.Resampling.LANCZOS))
+    resized = reference_resize(image, *target, backend)
     for row in range(tiling.rows):
         for col in range(tiling.cols):
             expected = resized[row * 266 : row * 266 + 378, col * 266 : col * 266 + 378]
@@ -92,3 +111,38 @@ def test_tiny_vision_tokens_have_text_width() -> None:
         tokens = model.vision.embed_image(make_image(*shape))
         assert tokens.shape == (config.vision.tokens_per_crop, config.text.dim)
         assert torch.isfinite(tokens).all()
+
+
+def test_pyvips_is_the_default_when_importable_and_differs_from_pillow_on_texture() -> None:
+    pytest.importorskip("pyvips")
+    assert default_resize_backend() == RESIZE_PYVIPS
+    image = make_image(480, 640, seed=5)  # noise: the kernels' differences show
+    vips, _ = overlap_crops(image, REAL, backend=RESIZE_PYVIPS)
+    pil, _ = overlap_crops(image, REAL, backend=RESIZE_PILLOW)
+    assert vips.shape == pil.shape
+    assert np.abs(vips.astype(int) - pil.astype(int)).max() > 0
+    smooth = np.broadcast_to(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3)).copy()
+    a, _ = overlap_crops(smooth, REAL, backend=RESIZE_PYVIPS)
+    b, _ = overlap_crops(smooth, REAL, backend=RESIZE_PILLOW)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 3  # both Lanczos: alike on a smooth ramp
+
+
+def test_pillow_is_the_fallback_without_pyvips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyvips(name: str, *args: object, **kwargs: object) -> object:
+        if name == "pyvips":
+            raise ImportError("no pyvips here")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    default_resize_backend.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_pyvips)
+    try:
+        assert default_resize_backend() == RESIZE_PILLOW
+    finally:
+        monkeypatch.undo()
+        default_resize_backend.cache_clear()
+    with pytest.raises(ValueError, match="unknown resize backend"):
+        overlap_crops(make_image(10, 10), REAL, backend="opencv")

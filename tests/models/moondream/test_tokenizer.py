@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.interfaces import ModelInfo
 from models.moondream.config import TEMPLATE_TEXTS
 from models.moondream.tokenizer import (
     WordChunker,
@@ -64,3 +66,26 @@ def test_multibyte_character_split_across_tokens_is_held_back() -> None:
     assert stream.push(4) == ""  # "€" complete but no word boundary yet
     assert stream.finish() == "€"
     assert stream.text == "ab é €"
+
+
+def test_query_and_object_prompts_encode_a_leading_space_like_the_official_code() -> None:
+    """Official 2025-04-14: ``tokenizer.encode(" " + question)`` between the template's prefix and suffix."""
+    import torch
+
+    from models.interfaces import GenerationRequest
+    from models.moondream.config import preset_config
+    from models.moondream.generator import MoondreamGenerator
+    from models.moondream.serving import _tiny_tokenizer_config, random_model
+
+    tokenizer = build_tiny_tokenizer()
+    config = _tiny_tokenizer_config(preset_config("tiny"), tokenizer).validate()
+    model = random_model(config, torch.device("cpu"), torch.float32, 0)
+    info = ModelInfo("moondream2-tiny", "moondream", "cpu", "float32", True, 0, "tiny")
+    generator = MoondreamGenerator(model, tokenizer, info, max_sequences=1)
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    for skill, text in (("query", "what is red?"), ("detect", "cube"), ("point", "the mug")):
+        parts = config.tokenizer.templates[skill]
+        ids = generator.prompt_ids(GenerationRequest(key=1, skill=skill, image=image, text=text))
+        body = tokenizer.encode(" " + text, add_special_tokens=False).ids
+        assert ids == [*parts["prefix"], *body, *parts["suffix"]]
+        assert body != tokenizer.encode(text, add_special_tokens=False).ids

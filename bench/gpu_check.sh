@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every GPU figure of docs/benchmarks.md (section 4) plus the CUDA-graph-vs-eager checks, in one run
+# on a CUDA machine (< 8 min on an H200). Writes JSON into $OUT (default ./gpu-results):
+#   gpu_direct.json  model level, in-process: act b=1 / b=64, TTFT 640x480, tokens/s over 32
+#                    streams, torch.cuda.max_memory_allocated, graph-vs-eager text/box equality
+#   gpu_tests.log    the CUDA-marked tests (tests/models/vtla/test_gpu.py, ...)
+#   bench/           `vtla-bridge bench gpu`: the same figures through the real server and clients
+#   summary.json     exit status of each part
+# Usage: bash bench/gpu_check.sh            (PYTHONPATH is set to this checkout)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT="${OUT:-$PWD/gpu-results}"
+mkdir -p "$OUT"
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
+  || { echo '{"status": "no-cuda"}' > "$OUT/summary.json"; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia_smi.csv" 2>&1 || true
+
+start_s=$SECONDS
+timeout 240 python -m bench.gpu_direct --out "$OUT/gpu_direct.json" > "$OUT/gpu_direct.log" 2>&1
+direct_rc=$?
+echo "gpu_direct rc=$direct_rc ($((SECONDS - start_s)) s)"
+
+timeout 60 python -m pytest -q -p no:cacheprovider -m gpu tests/models > "$OUT/gpu_tests.log" 2>&1
+tests_rc=$?
+echo "gpu tests rc=$tests_rc ($((SECONDS - start_s)) s)"
+
+timeout 180 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log" 2>&1
+bench_rc=$?
+echo "bench gpu rc=$bench_rc ($((SECONDS - start_s)) s)"
+
+printf '{"gpu_direct_rc": %d, "gpu_tests_rc": %d, "bench_gpu_rc": %d, "elapsed_s": %d}\n' \
+  "$direct_rc" "$tests_rc" "$bench_rc" "$((SECONDS - start_s))" > "$OUT/summary.json"
+cat "$OUT/summary.json"
+[ "$direct_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
