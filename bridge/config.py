@@ -31,8 +31,15 @@ class ServerConfig:
     auth_tokens: tuple[str, ...] = ()  # empty -> no auth
     max_inflight: int = 512  # requests admitted and not yet answered, all clients together
     max_inflight_per_client: int = 64  # per connection identity: no client can starve the others
+    max_inflight_bytes: int = 512 * 1024 * 1024  # bytes of admitted, unanswered requests, all clients
+    # routing ids (as their DEALER sets ZMQ_ROUTING_ID) of proxies whose next envelope frame
+    # names the real client; behind any other proxy, per-client limits apply to the proxy as a whole
+    trusted_proxies: tuple[str, ...] = ()
+    # routing id -> its own max_inflight_per_client (e.g. the HTTP companion, which carries many callers)
+    inflight_allowances: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     max_message_bytes: int = 64 * 1024 * 1024  # whole request; larger -> payload_too_large
     decode_workers: int = 2  # threads that decode JPEG/PNG before the inference loop
+    decode_workers_per_client: int = 1  # one client's images occupy at most this many of them
     frame_threshold_bytes: int = 1024  # reply arrays this large travel as separate frames
     shutdown_grace_s: float = 5.0  # on SIGINT/SIGTERM: time to finish in-flight work
 
@@ -42,6 +49,7 @@ class LimitsConfig:
     max_image_width: int = 4096
     max_image_height: int = 4096
     max_image_pixels: int = 16_777_216
+    max_decoded_bytes_per_byte: int = 256  # JPEG/PNG decode work per byte sent (bombs: ~1000)
     max_array_bytes: int = 64 * 1024 * 1024
     max_instruction_chars: int = 2000
     max_deadline_ms: float = 3_600_000.0
@@ -117,9 +125,14 @@ def _positive(path: str, value: float) -> None:
 
 
 def _validate(cfg: BridgeConfig) -> None:
-    for name in ("max_inflight", "max_inflight_per_client", "max_message_bytes", "decode_workers"):
+    for name in ("max_inflight", "max_inflight_per_client", "max_inflight_bytes", "max_message_bytes",
+                 "decode_workers", "decode_workers_per_client"):
         _positive(f"server.{name}", getattr(cfg.server, name))
-    for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
+    for identity, allowance in cfg.server.inflight_allowances.items():
+        if isinstance(allowance, bool) or not isinstance(allowance, int) or allowance <= 0:
+            raise ConfigError(f"server.inflight_allowances.{identity}: expected an integer > 0, got {allowance!r}")
+    for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes",
+                 "max_decoded_bytes_per_byte"):
         _positive(f"limits.{name}", getattr(cfg.limits, name))
     _positive("batching.max_batch", cfg.batching.max_batch)
     if cfg.device.cpu_threads < 0:
