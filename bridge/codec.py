@@ -229,7 +229,8 @@ class _Materializer:
         try:
             return dtype.type(value)
         except (OverflowError, ValueError, TypeError) as exc:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {quote(value)} is not a valid {dtype.str}") from exc
+            message = f"numpy scalar: {quote(value)} is not a valid {dtype.str}"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, message) from exc
 
 
 class HeaderError(ProtocolError):

@@ -41,7 +41,8 @@ def _check_complete(field: str, image: EncodedImage) -> None:
     complete = _PNG_IEND in tail if image.format == "png" else _JPEG_EOI in tail
     if not complete:
         marker = "IEND chunk" if image.format == "png" else "end-of-image marker"
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{field}: cannot decode {image.format} image: truncated (no {marker})")
+        message = f"{field}: cannot decode {image.format} image: truncated (no {marker})"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message)
 
 
 def _decoded_bytes(pil: Image.Image, image: EncodedImage) -> int:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from bridge.image_args import ImageLimits, check_image_size, image_from_arg
-from bridge.quoting import quote
 from bridge.protocol import (
     CAPTION_LENGTHS,
     OP_CAPTION,
@@ -24,6 +23,7 @@ from bridge.protocol import (
     ErrorCode,
     ProtocolError,
 )
+from bridge.quoting import quote
 from models.interfaces import GenerationRequest, GenerationSettings, Observation
 from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
@@ -137,7 +137,8 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
         raise _bad(f"args.tactile: expected a map with 'image' and/or 'force_torque', got {type(tactile).__name__}")
     unknown = set(tactile) - {"image", "force_torque"}
     if unknown:
-        raise _bad(f"args.tactile: unknown keys {quote(sorted(map(quote, unknown)), 120)}; allowed: image, force_torque")
+        names = quote(sorted(map(quote, unknown)), 120)
+        raise _bad(f"args.tactile: unknown keys {names}; allowed: image, force_torque")
     image = tactile.get("image")
     if image is not None:
         if isinstance(image, np.ndarray) and image.dtype == np.float32:
