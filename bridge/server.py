@@ -23,6 +23,7 @@ from bridge.admission import Admission, AdmissionLimits
 from bridge.codec import Buffer, HeaderError, decode_header, encode_message
 from bridge.config import BridgeConfig
 from bridge.decode_pool import FairDecodePool
+from bridge.exposure import endpoint_is_local, warn_if_exposed
 from bridge.image_args import ImageLimits, contains_encoded_image
 from bridge.inference_loop import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head, parse_session, readable_id
@@ -116,6 +117,11 @@ class InferenceServer:
         self.stop()
 
     @property
+    def auth_mode(self) -> str:
+        """hello.auth: "token" when tokens are required, else "none"."""
+        return "token" if self.config.server.auth_tokens else "none"
+
+    @property
     def queue_depth(self) -> int:
         return self.admission.total
 
@@ -136,6 +142,8 @@ class InferenceServer:
             return
         self._bound.set()
         logger.info("listening on %s", self.endpoint)
+        warn_if_exposed(logger, "the inference server", self.endpoint, endpoint_is_local(self.endpoint),
+                        self.auth_mode != "none")
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self.outbox.wake_fd, zmq.POLLIN)
@@ -303,7 +311,7 @@ class InferenceServer:
                 "max_inflight_per_client": self.config.server.max_inflight_per_client,
                 "max_inflight_bytes": self.config.server.max_inflight_bytes,
             },
-            "auth": "token" if self.config.server.auth_tokens else "none",
+            "auth": self.auth_mode,
         }
 
     def _health(self) -> dict[str, Any]:
