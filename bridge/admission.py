@@ -54,7 +54,12 @@ class Admission:
         return client_key(envelope, self.limits.trusted_proxies)
 
     def per_client_limit(self, client: ClientKey) -> int:
-        return self.limits.allowances.get(client[-1], self.limits.max_inflight_per_client)
+        """An allowance named ``x`` applies to the routing id ``x`` and to ``x/<anything>``."""
+        identity = client[-1]
+        for name, allowance in self.limits.allowances.items():
+            if identity == name or identity.startswith(name + b"/"):
+                return allowance
+        return self.limits.max_inflight_per_client
 
     def admit(self, client: ClientKey, nbytes: int) -> None:
         """Count one request of ``nbytes``, or raise ``overloaded`` without counting it."""

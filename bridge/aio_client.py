@@ -99,8 +99,10 @@ class AsyncBridgeClient(OpSurface):
         timeout_s: float = 10.0,
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
+        routing_id: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.routing_id = routing_id  # the identity the server's admission sees (None: ZeroMQ assigns one)
         self.timeout_s = timeout_s
         self.auth = auth
         self.frame_threshold_bytes = frame_threshold_bytes
@@ -120,6 +122,8 @@ class AsyncBridgeClient(OpSurface):
         if self._socket is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.routing_id is not None:
+                sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
             sock.connect(self.endpoint)
             self._socket = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_loop(sock))

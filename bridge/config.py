@@ -36,7 +36,8 @@ class ServerConfig:
     # names the real client; behind any other proxy, per-client limits apply to the proxy as a whole
     trusted_proxies: tuple[str, ...] = ()
     # routing id -> its own max_inflight_per_client (e.g. the HTTP companion, which carries many callers)
-    inflight_allowances: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # ("x" also matches routing ids "x/..."; the companion's are "vtla-http/<random>")
+    inflight_allowances: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"vtla-http": 512}))
     max_message_bytes: int = 64 * 1024 * 1024  # whole request; larger -> payload_too_large
     decode_workers: int = 2  # threads that decode JPEG/PNG before the inference loop
     decode_workers_per_client: int = 1  # one client's images occupy at most this many of them
@@ -101,6 +102,9 @@ class HttpConfig:
     port: int = 8000
     server: str = ""  # inference server endpoint; empty -> server.bind
     api_keys: tuple[str, ...] = ()  # X-Moondream-Auth keys; VLM_API_KEY adds one
+    open_predict: bool = False  # with keys set, /predict still needs one unless this is true
+    max_inflight_per_caller: int = 32  # per API key, else per remote address
+    body_read_timeout_s: float = 30.0  # request bodies that stall longer: 408
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
 

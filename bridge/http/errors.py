@@ -26,6 +26,7 @@ SERVER_UNREACHABLE = "server_unreachable"
 UPSTREAM_TIMEOUT = "timeout"
 BAD_GATEWAY = "bad_gateway"
 NOT_SERVED = "not_served"
+REQUEST_TIMEOUT = "request_timeout"
 
 # protocol code -> HTTP status, for error replies of the inference server
 _STATUS_BY_CODE: Mapping[str, int] = {
@@ -84,6 +85,7 @@ _HTTP_CODES: Mapping[int, str] = {
     401: ErrorCode.UNAUTHORIZED,
     404: NOT_FOUND,
     405: METHOD_NOT_ALLOWED,
+    408: REQUEST_TIMEOUT,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: UNSUPPORTED_MEDIA_TYPE,
     422: VALIDATION_ERROR,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
@@ -26,8 +27,13 @@ logger = logging.getLogger(__name__)
 ClientFactory = Callable[[str, float, str | None], AsyncBridgeClient]
 
 
+ROUTING_ID_PREFIX = "vtla-http"  # the server's [server.inflight_allowances] "vtla-http" matches it
+
+
 def default_client_factory(endpoint: str, timeout_s: float, auth: str | None) -> AsyncBridgeClient:
-    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth)
+    # unique per socket (a replaced client must not collide with its predecessor at the ROUTER)
+    routing_id = f"{ROUTING_ID_PREFIX}/{secrets.token_hex(6)}".encode()
+    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth, routing_id=routing_id)
 
 
 class Upstream:

@@ -26,7 +26,8 @@ def test_host_locality() -> None:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "AUTHENTICATION" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return [m for m in messages if "AUTHENTICATION" in m]
 
 
 def test_loopback_server_does_not_warn(start_server: StartServer, caplog: pytest.LogCaptureFixture) -> None:
