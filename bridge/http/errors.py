@@ -77,6 +77,8 @@ def error_response(status: int, code: str, message: str, retryable: bool = False
     headers = {"Retry-After": str(_RETRY_AFTER_S)} if status in (503, 429) else None
     response = web.json_response(body, status=status, headers=headers)
     response[ERROR_CODE_KEY] = code  # read by the metrics middleware
+    if status == 408:
+        response.force_close()  # the body never came: do not wait for it on this connection
     return response
 
 
