@@ -27,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
+from bridge.curve_keys import CurveClientKeys
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.messages import (
     Partial,
@@ -100,8 +101,10 @@ class AsyncBridgeClient(OpSurface):
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
         routing_id: bytes | None = None,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve  # CURVE keys when the server encrypts (hello.auth == "curve")
         self.routing_id = routing_id  # the identity the server's admission sees (None: ZeroMQ assigns one)
         self.timeout_s = timeout_s
         self.auth = auth
@@ -124,6 +127,8 @@ class AsyncBridgeClient(OpSurface):
             sock.setsockopt(zmq.LINGER, 0)
             if self.routing_id is not None:
                 sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
+            if self.curve is not None:
+                self.curve.apply(sock)
             sock.connect(self.endpoint)
             self._socket = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_loop(sock))

@@ -22,6 +22,7 @@ DELEGATED = {
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
     "bench": ("bench.command:main", "run the benchmarks in bench/"),
+    "keys": ("bridge.curve_keys:keys_main", "write CURVE key pairs (ZeroMQ certificate files)"),
 }
 
 

@@ -43,6 +43,9 @@ class ServerConfig:
     decode_workers_per_client: int = 1  # one client's images occupy at most this many of them
     frame_threshold_bytes: int = 1024  # reply arrays this large travel as separate frames
     shutdown_grace_s: float = 5.0  # on SIGINT/SIGTERM: time to finish in-flight work
+    # CURVE (docs/security.md): the server's .key_secret file; empty -> no CURVE
+    curve_secret_key_file: str = ""
+    curve_clients_dir: str = ""  # allowed client public .key files; empty -> any client key (tokens required)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,11 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError(f"batching.max_wait_ms: must be >= 0, got {cfg.batching.max_wait_ms}")
     if cfg.server.frame_threshold_bytes < 0:
         raise ConfigError("server.frame_threshold_bytes: must be >= 0")
+    if cfg.server.curve_clients_dir and not cfg.server.curve_secret_key_file:
+        raise ConfigError("server.curve_clients_dir: needs server.curve_secret_key_file")
+    if cfg.server.curve_secret_key_file and not cfg.server.curve_clients_dir and not cfg.server.auth_tokens:
+        raise ConfigError("server.curve_secret_key_file without curve_clients_dir accepts any client key: "
+                          "set server.auth_tokens too (or list the allowed clients in curve_clients_dir)")
     if not cfg.server.bind.startswith(("tcp://", "ipc://", "inproc://")):
         raise ConfigError(f"server.bind: expected tcp://, ipc:// or inproc:// endpoint, got {cfg.server.bind!r}")
     if cfg.device.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -22,6 +22,7 @@ import bridge
 from bridge.admission import Admission, AdmissionLimits
 from bridge.codec import Buffer, HeaderError, decode_header, encode_message
 from bridge.config import BridgeConfig
+from bridge.curve_keys import CurveGuard, CurveServerKeys
 from bridge.decode_pool import FairDecodePool
 from bridge.exposure import endpoint_is_local, warn_if_exposed
 from bridge.image_args import ImageLimits, contains_encoded_image
@@ -79,6 +80,10 @@ class InferenceServer:
         self.endpoint = config.server.bind
         self._served_ops = self._ops_for(config)
         self._io = threading.Thread(target=self._io_main, name="router-io", daemon=True)
+        self._curve: CurveGuard | None = None
+        if config.server.curve_secret_key_file:
+            keys = CurveServerKeys.from_files(config.server.curve_secret_key_file, config.server.curve_clients_dir)
+            self._curve = CurveGuard(self._context, keys)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,6 +110,8 @@ class InferenceServer:
         self._io.join(5.0)
         self._decoders.shutdown()
         self.outbox.close()
+        if self._curve is not None:
+            self._curve.stop()
         if self._own_context:
             self._context.term()
         logger.info("stopped")
@@ -118,7 +125,9 @@ class InferenceServer:
 
     @property
     def auth_mode(self) -> str:
-        """hello.auth: "token" when tokens are required, else "none"."""
+        """hello.auth: "curve" with CURVE (tokens, if set, are checked inside it), "token", or "none"."""
+        if self._curve is not None:
+            return "curve"
         return "token" if self.config.server.auth_tokens else "none"
 
     @property
@@ -130,6 +139,8 @@ class InferenceServer:
     def _io_main(self) -> None:
         sock = self._context.socket(zmq.ROUTER)
         try:
+            if self._curve is not None:
+                self._curve.apply(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.server.max_message_bytes * _HARD_FRAME_FACTOR)
