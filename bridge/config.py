@@ -108,6 +108,8 @@ class HttpConfig:
     open_predict: bool = False  # with keys set, /predict still needs one unless this is true
     max_inflight_per_caller: int = 32  # per API key, else per remote address
     body_read_timeout_s: float = 30.0  # request bodies that stall longer: 408
+    curve_server_key_file: str = ""  # the server's public .key, when it uses CURVE
+    curve_client_secret_key_file: str = ""  # the companion's own .key_secret (its public .key: allowed)
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
 
@@ -157,6 +159,8 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError(f"server.bind: expected tcp://, ipc:// or inproc:// endpoint, got {cfg.server.bind!r}")
     if cfg.device.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"device.dtype: expected auto, float32, bfloat16 or float16, got {cfg.device.dtype!r}")
+    if bool(cfg.http.curve_server_key_file) != bool(cfg.http.curve_client_secret_key_file):
+        raise ConfigError("http.curve_server_key_file and http.curve_client_secret_key_file go together")
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
 

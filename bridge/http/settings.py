@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bridge.config import BridgeConfig
+from bridge.curve_keys import CurveClientKeys
 
 VLM_API_KEY_ENV = "VLM_API_KEY"
 
@@ -20,6 +21,7 @@ class HttpSettings:
     max_inflight_per_caller: int = 32  # per API key, else per remote address (429 beyond)
     body_read_timeout_s: float = 30.0  # a request body must arrive within this (408 beyond)
     server_token: str | None = None  # sent to the inference server when it requires tokens
+    curve: CurveClientKeys | None = None  # CURVE keys for the inference server, when it encrypts
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
     probe_interval_s: float = 0.5  # health probe period of the inference server
@@ -38,6 +40,13 @@ class HttpSettings:
             raise ValueError("max_inflight_per_caller must be >= 1 and body_read_timeout_s > 0")
         if self.down_after_failures < 1:
             raise ValueError("down_after_failures must be >= 1")
+
+
+def _curve_keys(config: BridgeConfig) -> CurveClientKeys | None:
+    http = config.http
+    if not http.curve_client_secret_key_file:
+        return None
+    return CurveClientKeys.from_files(http.curve_server_key_file, http.curve_client_secret_key_file)
 
 
 def connect_endpoint(bind: str) -> str:
@@ -80,6 +89,7 @@ def settings_from_config(
         max_inflight_per_caller=http.max_inflight_per_caller,
         body_read_timeout_s=http.body_read_timeout_s,
         server_token=config.server.auth_tokens[0] if config.server.auth_tokens else None,
+        curve=_curve_keys(config),
         max_body_bytes=http.max_body_bytes,
         request_timeout_s=http.request_timeout_s,
         max_image_pixels=config.limits.max_image_pixels,

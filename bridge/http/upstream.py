@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from bridge.aio_client import AsyncBridgeClient
+from bridge.curve_keys import CurveClientKeys
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.http.errors import ApiError, from_bridge_error
 from bridge.http.metrics import HttpMetrics
@@ -24,16 +25,18 @@ from bridge.messages import Partial, Reply
 
 logger = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str, float, str | None], AsyncBridgeClient]
+ClientFactory = Callable[[str, float, str | None, CurveClientKeys | None], AsyncBridgeClient]
 
 
 ROUTING_ID_PREFIX = "vtla-http"  # the server's [server.inflight_allowances] "vtla-http" matches it
 
 
-def default_client_factory(endpoint: str, timeout_s: float, auth: str | None) -> AsyncBridgeClient:
+def default_client_factory(
+    endpoint: str, timeout_s: float, auth: str | None, curve: CurveClientKeys | None = None
+) -> AsyncBridgeClient:
     # unique per socket (a replaced client must not collide with its predecessor at the ROUTER)
     routing_id = f"{ROUTING_ID_PREFIX}/{secrets.token_hex(6)}".encode()
-    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth, routing_id=routing_id)
+    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth, routing_id=routing_id, curve=curve)
 
 
 class Upstream:
@@ -60,12 +63,12 @@ class Upstream:
 
     def _new_client(self) -> AsyncBridgeClient:
         s = self.settings
-        return self._factory(s.server_endpoint, s.request_timeout_s, s.server_token)
+        return self._factory(s.server_endpoint, s.request_timeout_s, s.server_token, s.curve)
 
     async def start(self) -> None:
         self._client = self._new_client()
         s = self.settings
-        self._probe = self._factory(s.server_endpoint, s.probe_timeout_s, s.server_token)
+        self._probe = self._factory(s.server_endpoint, s.probe_timeout_s, s.server_token, s.curve)
         await self.probe_once()
 
     async def close(self) -> None:

@@ -166,3 +166,25 @@ def test_keys_command_writes_zeromq_certificates(tmp_path: Path) -> None:
     loaded = CurveClientKeys.from_files(tmp_path / "server.key", tmp_path / "a.key_secret")
     assert len(loaded.public) == 40 and len(loaded.secret) == 40  # Z85 of 32-byte keys
     assert keys_main([str(tmp_path), "--client", "a"]) == 1  # never overwrites
+
+
+def test_http_companion_reaches_a_curve_server(start_server: StartServer, keys: dict[str, Path]) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bridge.http.app import create_app
+    from bridge.http.settings import HttpSettings
+
+    server = start_server(server={"curve_secret_key_file": str(keys["server_secret"]),
+                                  "curve_clients_dir": str(keys["clients_dir"]), "auth_tokens": (TOKEN,)})
+    settings = HttpSettings(server_endpoint=server.endpoint, server_token=TOKEN,
+                            curve=CurveClientKeys.from_files(keys["server_public"], keys["sim"]))
+
+    async def run() -> None:
+        async with TestClient(TestServer(create_app(settings))) as client:
+            resp = await client.get("/health")
+            body = await resp.json()
+            assert resp.status == 200 and body["server"]["reachable"] is True, body
+
+    asyncio.run(run())
