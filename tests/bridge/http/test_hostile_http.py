@@ -65,12 +65,12 @@ def test_undecodable_headers_fields_deep_json_and_huge_ints_are_4xx(run: Any) ->
                                                                        "X-Moondream-Auth": "k"})
         assert_json_error(resp.status, await resp.json(), 400)
 
-        text = '{"image_url": "%s", "force_torque": [%s, 0, 0, 0, 0, 0]}' % (PNG, "9" * 5000)
+        text = '{"image_url": "' + PNG + '", "force_torque": [' + "9" * 5000 + ', 0, 0, 0, 0, 0]}'
         resp = await client.post("/v1/act", data=text, headers={"Content-Type": "application/json",
                                                                  "X-Moondream-Auth": "k"})
         assert resp.status in (400, 422), await resp.text()
         assert "error" in await resp.json()
-        big_float = '{"image_url": "%s", "force_torque": [%s, 0, 0, 0, 0, 0]}' % (PNG, "9" * 400)
+        big_float = '{"image_url": "' + PNG + '", "force_torque": [' + "9" * 400 + ', 0, 0, 0, 0, 0]}'
         resp = await client.post("/v1/act", data=big_float, headers={"Content-Type": "application/json",
                                                                       "X-Moondream-Auth": "k"})
         assert resp.status in (400, 422), await resp.text()
