@@ -112,6 +112,10 @@ class Upstream:
         depth = (health or {}).get("queue_depth")
         if isinstance(depth, (int, float)):
             self.metrics.queue_depth.set(depth)
+        transport = (health or {}).get("transport")
+        if isinstance(transport, Mapping):
+            dropped = [v for k, v in transport.items() if k.startswith("replies_dropped") and isinstance(v, int)]
+            self.metrics.replies_dropped.set(sum(dropped))
         if not was_up:
             logger.info("inference server %s is reachable (status %s)", self.settings.server_endpoint,
                         (health or {}).get("status"))
