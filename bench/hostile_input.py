@@ -36,8 +36,8 @@ def cases(size: int) -> dict[str, Callable[[], bytes]]:
         "lists of lists of empty maps": lambda: _array32(nested_n // 8192 + 1, b"\xdc\x20\x00" + b"\x80" * 8192),
         "one huge str": lambda: b"\xdb" + struct.pack(">I", n) + b"x" * n,
         "one huge bin": lambda: b"\xc6" + struct.pack(">I", n) + b"x" * n,
-        # not max-size: the most objects the bounds let through (32,765 empty maps in 32 KiB)
-        "most objects allowed (32 KiB)": lambda: b"\x94" + (b"\xdc\x1f\xfe" + b"\x80" * 8190) * 4,
+        # not max-size: the most objects the bounds let through (12,282 empty maps in 12 KiB)
+        "most objects allowed (12 KiB)": lambda: b"\x93" + (b"\xdc\x0f\xfe" + b"\x80" * 4094) * 3,
     }
 
 

@@ -28,7 +28,7 @@ class HeaderBounds:
     (depth ~7, a few dozen objects; the longest list is ``proprio``, at most 4096 numbers)."""
 
     max_depth: int = 32  # containers nested in containers
-    max_objects: int = 32_768  # encoded objects in the whole header (each container and scalar)
+    max_objects: int = 12_288  # encoded objects in the whole header (proprio: 4097; an act: ~25)
     max_array_len: int = 8192  # elements of one array
     max_map_len: int = 1024  # pairs of one map
     max_str_len: int = 1 << 20  # bytes of one str (instructions, ids, questions)
