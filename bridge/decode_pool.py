@@ -31,7 +31,15 @@ class FairDecodePool:
         self._waiting: dict[Hashable, deque[Job]] = {}
         self._closed = False
 
-    def submit(self, client: Hashable, fn: Callable[..., None], *args: Any) -> None:
+    def submit(self, client: Hashable | None, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` in the pool; ``client=None``: work of bounded cost that needs no
+        fairness (raw arrays: crops and resizes only), submitted at once."""
+        if client is None:
+            try:
+                self._executor.submit(fn, *args)
+            except RuntimeError:  # shut down: the server is stopping
+                pass
+            return
         with self._lock:
             if self._closed:
                 return

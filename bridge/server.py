@@ -260,8 +260,10 @@ class InferenceServer:
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
         work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s, admitted_bytes=size)
         key = next(self._keys)
-        if head.op in GENERATION_OPS or contains_encoded_image(head.args):
-            self._decoders.submit(client, self._prepare_and_submit, work, head.args, key)
+        encoded = contains_encoded_image(head.args)
+        if head.op in GENERATION_OPS or encoded:
+            # JPEG/PNG decoding is the costly, client-controlled part: fair per client
+            self._decoders.submit(client if encoded else None, self._prepare_and_submit, work, head.args, key)
         else:
             self._prepare_and_submit(work, head.args, key)
 
