@@ -1,7 +1,8 @@
 # vtla-bridge: inference server + HTTP companion (+ the openpi endpoint, 8001) in one image (compose.yaml runs the first two as services).
 #   docker build -t vtla-bridge .
+#   docker run --gpus all -p 8000:8000 -e VLM_API_KEY=<key> vtla-bridge
 #   docker run --gpus all -p 5555:5555 -p 8000:8000 -p 8001:8001 -v /path/to/checkpoints:/models vtla-bridge \
-#       up --config /models/bridge.toml --bind tcp://0.0.0.0:5555
+#       up --config /models/bridge.toml --bind tcp://0.0.0.0:5555   # bridge.toml sets auth (docs/security.md)
 # Without --config it serves the tiny presets with RANDOM WEIGHTS (it says so at start).
 FROM python:3.11-slim
 
@@ -22,9 +23,12 @@ COPY bench ./bench
 COPY configs ./configs
 RUN pip install ".[server,hub]"
 
-# A config for containers: listen on all interfaces (inside the container only).
-RUN sed -e 's|^bind = "tcp://127.0.0.1:5555"|bind = "tcp://0.0.0.0:5555"|' \
-        -e 's|^host = "127.0.0.1"|host = "0.0.0.0"|' configs/default.toml > /app/container.toml
+# A config for containers. Nothing listens beyond loopback without authentication by default:
+# the ZeroMQ server stays on the container's loopback (the companion inside reaches it); the HTTP
+# companion listens on all interfaces and requires an API key: run with -e VLM_API_KEY=<key>
+# (without one it starts with a loud warning). To publish the ZeroMQ port too, mount a config with
+# [server] auth_tokens or CURVE keys (docs/security.md) and bind tcp://0.0.0.0:5555.
+RUN sed -e 's|^host = "127.0.0.1"|host = "0.0.0.0"|' configs/default.toml > /app/container.toml
 
 EXPOSE 5555 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \

@@ -27,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
+from bridge.curve_keys import CurveClientKeys
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.messages import (
     Partial,
@@ -100,10 +101,14 @@ class AsyncBridgeClient(OpSurface):
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
         context: zmq.asyncio.Context | None = None,
+        routing_id: bytes | None = None,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         """``context``: share one ZeroMQ context (one I/O thread) among many clients; the caller
         then terms it. By default each client has its own."""
         self.endpoint = endpoint
+        self.curve = curve  # CURVE keys when the server encrypts (hello.auth == "curve")
+        self.routing_id = routing_id  # the identity the server's admission sees (None: ZeroMQ assigns one)
         self.timeout_s = timeout_s
         self.auth = auth
         self.frame_threshold_bytes = frame_threshold_bytes
@@ -124,6 +129,10 @@ class AsyncBridgeClient(OpSurface):
         if self._socket is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.routing_id is not None:
+                sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
+            if self.curve is not None:
+                self.curve.apply(sock)
             sock.connect(self.endpoint)
             self._socket = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_loop(sock))

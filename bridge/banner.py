@@ -16,9 +16,9 @@ def banner(config: BridgeConfig, server: InferenceServer, config_source: str | N
     lines.append(
         f" batching: max_batch={config.batching.max_batch} max_wait_ms={config.batching.max_wait_ms:g}"
         f"  max_inflight={config.server.max_inflight}"
-        f" (per client {config.server.max_inflight_per_client})"
+        f" (per client {config.server.max_inflight_per_client}, {config.server.max_inflight_bytes >> 20} MiB)"
     )
-    lines.append(f" auth: {'token' if config.server.auth_tokens else 'none'}")
+    lines.append(f" auth: {server.auth_mode}")
     random_models = []
     for loaded in (state.policy, state.vlm):
         if loaded is None:

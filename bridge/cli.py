@@ -24,6 +24,7 @@ DELEGATED = {
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
     "openpi": ("bridge.openpi.serve_openpi:main", "openpi's websocket policy protocol, a client of the server"),
     "bench": ("bench.run_benchmarks:main", "run the benchmarks in bench/"),
+    "keys": ("bridge.curve_keys:keys_main", "write CURVE key pairs (ZeroMQ certificate files)"),
 }
 
 

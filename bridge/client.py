@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
+from bridge.curve_keys import CurveClientKeys
 from bridge.errors import BridgeTimeout
 from bridge.messages import (
     ActResult,
@@ -84,8 +85,10 @@ class BridgeClient(OpSurface):
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
         context: zmq.Context[Any] | None = None,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve  # CURVE keys when the server encrypts (hello.auth == "curve")
         self.timeout_s = timeout_s
         self.auth = auth
         self.frame_threshold_bytes = frame_threshold_bytes
@@ -99,6 +102,8 @@ class BridgeClient(OpSurface):
     def _connect(self) -> zmq.Socket[Any]:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         return sock
 

@@ -16,7 +16,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from bridge.header_bounds import HeaderBounds, check_header_structure
 from bridge.protocol import IMAGE_FORMATS, IMAGE_KEY, NDARRAY_KEY, NPGENERIC_KEY, ErrorCode, ProtocolError
+from bridge.quoting import quote
 
 # Arrays this large or larger are sent as separate frames by default (zero-copy on both ends).
 DEFAULT_FRAME_THRESHOLD_BYTES = 1024
@@ -136,14 +138,19 @@ class _Materializer:
     def __init__(self, buffers: Sequence[Buffer], max_array_bytes: int) -> None:
         self.buffers = buffers
         self.max_array_bytes = max_array_bytes
+        self.error: ProtocolError | None = None  # the first bad value; decoding goes on (one pass)
 
     def __call__(self, obj: dict[Any, Any]) -> Any:
-        if _has(obj, NDARRAY_KEY):
-            return self._array(obj)
-        if _has(obj, IMAGE_KEY):
-            return self._image(obj)
-        if _has(obj, NPGENERIC_KEY):
-            return self._scalar(obj)
+        try:
+            if _has(obj, NDARRAY_KEY):
+                return self._array(obj)
+            if _has(obj, IMAGE_KEY):
+                return self._image(obj)
+            if _has(obj, NPGENERIC_KEY):
+                return self._scalar(obj)
+        except ProtocolError as exc:
+            if self.error is None:
+                self.error = exc
         return obj
 
     def _payload(self, obj: dict[Any, Any], what: str) -> Buffer:
@@ -157,7 +164,7 @@ class _Materializer:
             return data
         index = _get(obj, "frame")
         if isinstance(index, bool) or not isinstance(index, int):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'frame' must be an int, got {index!r}")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'frame' must be an int, got {quote(index)}")
         if not 0 <= index < len(self.buffers):
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST,
@@ -170,27 +177,32 @@ class _Materializer:
         if isinstance(raw, bytes):
             raw = raw.decode("ascii", "replace")
         if not isinstance(raw, str) or len(raw) > 16:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {raw!r}")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {quote(raw)}")
         return _parse_dtype(raw)
 
     def _array(self, obj: dict[Any, Any]) -> np.ndarray:
         dtype = self._dtype(obj)
         shape = _get(obj, "shape")
         if not isinstance(shape, (list, tuple)) or len(shape) > MAX_NDIM:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {shape!r}")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {quote(shape)}")
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must hold non-negative ints, got {shape!r}")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"array: 'shape' must hold non-negative ints, got {quote(shape)}"
+            )
         expected_bytes = math.prod(shape) * dtype.itemsize
-        if expected_bytes > self.max_array_bytes:
+        # a zero dim makes the product 0 whatever the others are: bound every dim as well, so
+        # no later reshape/astype meets an extent numpy cannot represent
+        extent_bytes = math.prod(max(d, 1) for d in shape) * dtype.itemsize
+        if extent_bytes > self.max_array_bytes:
             raise ProtocolError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"array of shape {list(shape)} {dtype.str} is {expected_bytes} bytes, limit {self.max_array_bytes}",
+                f"array of shape {quote(list(shape))} {dtype.str} exceeds the limit of {self.max_array_bytes} bytes",
             )
         data = self._payload(obj, "array")
         if len(data) != expected_bytes:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST,
-                f"array: shape {list(shape)} of {dtype.str} needs {expected_bytes} bytes, got {len(data)}",
+                f"array: shape {quote(list(shape))} of {dtype.str} needs {expected_bytes} bytes, got {len(data)}",
             )
         return np.frombuffer(data, dtype=dtype).reshape(shape)
 
@@ -200,7 +212,7 @@ class _Materializer:
             fmt = fmt.decode("ascii", "replace")
         if fmt not in IMAGE_FORMATS:
             raise ProtocolError(
-                ErrorCode.BAD_REQUEST, f"image: '__image__' must be one of {list(IMAGE_FORMATS)}, got {fmt!r}"
+                ErrorCode.BAD_REQUEST, f"image: '__image__' must be one of {list(IMAGE_FORMATS)}, got {quote(fmt)}"
             )
         data = self._payload(obj, "image")
         if len(data) > self.max_array_bytes:
@@ -226,48 +238,60 @@ def npgeneric_value(dtype: np.dtype[Any], value: Any) -> bool | int | float | st
     if allowed is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: dtype {dtype.str!r} is not a number or a bool")
     if not isinstance(value, allowed) or (isinstance(value, bool) and dtype.kind != "b"):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: 'data' {value!r:.40} does not fit dtype {dtype.str}")
+        message = f"numpy scalar: 'data' {quote(value)} does not fit dtype {dtype.str}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message)
     try:
         plain: bool | int | float | str = dtype.type(value).item()
     except (OverflowError, ValueError, TypeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r:.40} is not a valid {dtype.str}") from exc
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {quote(value)} is not a valid {dtype.str}") from exc
     if dtype.kind in "iu" and plain != value:  # out of range for the dtype (numpy may wrap)
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r:.40} is out of range for {dtype.str}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {quote(value)} is out of range for {dtype.str}")
     return plain
 
 
-def _lenient_scalars(obj: dict[Any, Any]) -> Any:
-    """peek_header's hook: valid numpy-scalar maps become plain values, everything else stays a map."""
-    if _has(obj, NPGENERIC_KEY):
-        try:
-            raw = _get(obj, "dtype")
-            raw = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-            if isinstance(raw, str) and len(raw) <= 16:
-                return npgeneric_value(_parse_dtype(raw), _get(obj, "data"))
-        except ProtocolError:
-            pass
-    return obj
+
+class HeaderError(ProtocolError):
+    """A header that could not be decoded into a valid request. ``header`` is what was decoded
+    (None when nothing could be), so that the error reply can still echo the request's id."""
+
+    def __init__(self, code: str, message: str, header: Any = None) -> None:
+        super().__init__(code, message)
+        self.header = header
 
 
-def decode_header(header_bytes: Buffer, buffers: Sequence[Buffer], max_array_bytes: int) -> Any:
-    """Decode one header frame, materialising arrays (zero-copy views of ``buffers``)."""
+REQUEST_BOUNDS = HeaderBounds()
+
+
+def decode_header(
+    header_bytes: Buffer,
+    buffers: Sequence[Buffer],
+    max_array_bytes: int,
+    bounds: HeaderBounds = REQUEST_BOUNDS,
+) -> Any:
+    """Decode one header frame, once, materialising arrays (zero-copy views of ``buffers``).
+
+    The structure is checked against ``bounds`` before anything is built (see header_bounds), so
+    a header costs at most ``bounds.max_objects`` small objects plus its str/bin payloads.
+    Raises HeaderError (a ProtocolError) carrying whatever was decoded.
+    """
+    check_header_structure(header_bytes, bounds)
+    materialize = _Materializer(buffers, max_array_bytes)
     try:
-        return msgpack.unpackb(
+        header = msgpack.unpackb(
             header_bytes,
             raw=False,
-            object_hook=_Materializer(buffers, max_array_bytes),
+            object_hook=materialize,
             strict_map_key=False,
+            max_str_len=bounds.max_str_len,
+            max_bin_len=max_array_bytes,
+            max_array_len=bounds.max_array_len,
+            max_map_len=bounds.max_map_len,
+            max_ext_len=max_array_bytes,
         )
-    except ProtocolError:
-        raise
     except Exception as exc:  # msgpack raises several unrelated types for corrupt input
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc
-
-
-def peek_header(header_bytes: Buffer) -> Any:
-    """The header as plain msgpack (arrays left as maps, numpy scalars as plain values), or None:
-    used to echo the id in error replies."""
-    try:
-        return msgpack.unpackb(header_bytes, raw=False, strict_map_key=False, object_hook=_lenient_scalars)
-    except Exception:
-        return None
+        raise HeaderError(
+            ErrorCode.BAD_REQUEST, f"header is not valid msgpack: {type(exc).__name__}: {quote(str(exc), 120)}"
+        ) from exc
+    if materialize.error is not None:
+        raise HeaderError(materialize.error.code, materialize.error.message, header)
+    return header

@@ -32,10 +32,21 @@ class ServerConfig:
     auth_tokens: tuple[str, ...] = ()  # empty -> no auth
     max_inflight: int = 512  # requests admitted and not yet answered, all clients together
     max_inflight_per_client: int = 64  # per connection identity: no client can starve the others
+    max_inflight_bytes: int = 512 * 1024 * 1024  # bytes of admitted, unanswered requests, all clients
+    # routing ids (as their DEALER sets ZMQ_ROUTING_ID) of proxies whose next envelope frame
+    # names the real client; behind any other proxy, per-client limits apply to the proxy as a whole
+    trusted_proxies: tuple[str, ...] = ()
+    # routing id -> its own max_inflight_per_client (e.g. the HTTP companion, which carries many callers)
+    # ("x" also matches routing ids "x/..."; the companion's are "vtla-http/<random>")
+    inflight_allowances: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"vtla-http": 512}))
     max_message_bytes: int = 64 * 1024 * 1024  # whole request; larger -> payload_too_large
     decode_workers: int = 2  # threads that decode JPEG/PNG before the inference loop
+    decode_workers_per_client: int = 1  # one client's images occupy at most this many of them
     frame_threshold_bytes: int = 1024  # reply arrays this large travel as separate frames
     shutdown_grace_s: float = 5.0  # on SIGINT/SIGTERM: time to finish in-flight work
+    # CURVE (docs/security.md): the server's .key_secret file; empty -> no CURVE
+    curve_secret_key_file: str = ""
+    curve_clients_dir: str = ""  # allowed client public .key files; empty -> any client key (tokens required)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class LimitsConfig:
     max_image_width: int = 4096
     max_image_height: int = 4096
     max_image_pixels: int = 16_777_216
+    max_decoded_bytes_per_byte: int = 256  # JPEG/PNG decode work per byte sent (bombs: ~1000)
     max_array_bytes: int = 64 * 1024 * 1024
     max_instruction_chars: int = 2000
     max_deadline_ms: float = 3_600_000.0
@@ -94,6 +106,11 @@ class HttpConfig:
     port: int = 8000
     server: str = ""  # inference server endpoint; empty -> server.bind
     api_keys: tuple[str, ...] = ()  # X-Moondream-Auth keys; VLM_API_KEY adds one
+    open_predict: bool = False  # with keys set, /predict still needs one unless this is true
+    max_inflight_per_caller: int = 32  # per API key, else per remote address
+    body_read_timeout_s: float = 30.0  # request bodies that stall longer: 408
+    curve_server_key_file: str = ""  # the server's public .key, when it uses CURVE
+    curve_client_secret_key_file: str = ""  # the companion's own .key_secret (its public .key: allowed)
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
 
@@ -134,9 +151,14 @@ def _positive(path: str, value: float) -> None:
 
 
 def _validate(cfg: BridgeConfig) -> None:
-    for name in ("max_inflight", "max_inflight_per_client", "max_message_bytes", "decode_workers"):
+    for name in ("max_inflight", "max_inflight_per_client", "max_inflight_bytes", "max_message_bytes",
+                 "decode_workers", "decode_workers_per_client"):
         _positive(f"server.{name}", getattr(cfg.server, name))
-    for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
+    for identity, allowance in cfg.server.inflight_allowances.items():
+        if isinstance(allowance, bool) or not isinstance(allowance, int) or allowance <= 0:
+            raise ConfigError(f"server.inflight_allowances.{identity}: expected an integer > 0, got {allowance!r}")
+    for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes",
+                 "max_decoded_bytes_per_byte"):
         _positive(f"limits.{name}", getattr(cfg.limits, name))
     _positive("batching.max_batch", cfg.batching.max_batch)
     if cfg.device.cpu_threads < 0:
@@ -145,10 +167,17 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError(f"batching.max_wait_ms: must be >= 0, got {cfg.batching.max_wait_ms}")
     if cfg.server.frame_threshold_bytes < 0:
         raise ConfigError("server.frame_threshold_bytes: must be >= 0")
+    if cfg.server.curve_clients_dir and not cfg.server.curve_secret_key_file:
+        raise ConfigError("server.curve_clients_dir: needs server.curve_secret_key_file")
+    if cfg.server.curve_secret_key_file and not cfg.server.curve_clients_dir and not cfg.server.auth_tokens:
+        raise ConfigError("server.curve_secret_key_file without curve_clients_dir accepts any client key: "
+                          "set server.auth_tokens too (or list the allowed clients in curve_clients_dir)")
     if not cfg.server.bind.startswith(("tcp://", "ipc://", "inproc://")):
         raise ConfigError(f"server.bind: expected tcp://, ipc:// or inproc:// endpoint, got {cfg.server.bind!r}")
     if cfg.device.dtype not in ("auto", "float32", "bfloat16"):  # float16: the VTLA's towers are bf16/fp32 only
         raise ConfigError(f"device.dtype: expected auto, float32 or bfloat16, got {cfg.device.dtype!r}")
+    if bool(cfg.http.curve_server_key_file) != bool(cfg.http.curve_client_secret_key_file):
+        raise ConfigError("http.curve_server_key_file and http.curve_client_secret_key_file go together")
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
     if not 0 < cfg.openpi.port < 65536:

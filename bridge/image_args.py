@@ -12,6 +12,7 @@ from PIL import Image
 
 from bridge.codec import EncodedImage
 from bridge.protocol import ErrorCode, ProtocolError
+from bridge.quoting import quote
 
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
@@ -21,6 +22,47 @@ class ImageLimits:
     max_width: int
     max_height: int
     max_pixels: int
+    # decode work: decoded bytes (pixels x channels x bytes per sample) per encoded byte. Camera
+    # frames are ~10-60, a blank 4096x4096 JPEG ~190; deflate bombs reach ~1000. Images that decode
+    # to at most FREE_DECODED_BYTES are always accepted (they are cheap whatever their ratio).
+    max_decoded_bytes_per_byte: int = 256
+
+
+FREE_DECODED_BYTES = 4 * 1024 * 1024  # ~1.4 MP RGB: decodes in a few ms
+_CHANNELS = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I": 4, "F": 4, "LA": 2, "PA": 2,
+             "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBX": 4, "CMYK": 4}
+_PNG_IEND = b"IEND\xaeB`\x82"
+_JPEG_EOI = b"\xff\xd9"
+
+
+def _check_complete(field: str, image: EncodedImage) -> None:
+    """Reject a truncated file before decoding it (a decoder would fill the missing pixels)."""
+    tail = bytes(image.data[-64:])
+    complete = _PNG_IEND in tail if image.format == "png" else _JPEG_EOI in tail
+    if not complete:
+        marker = "IEND chunk" if image.format == "png" else "end-of-image marker"
+        message = f"{field}: cannot decode {image.format} image: truncated (no {marker})"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message)
+
+
+def _decoded_bytes(pil: Image.Image, image: EncodedImage) -> int:
+    width, height = pil.size
+    channels = _CHANNELS.get(pil.mode, 4)
+    data = image.data
+    if image.format == "png" and len(data) > 26 and bytes(data[12:16]) == b"IHDR" and data[24] == 16:
+        channels *= 2  # 16-bit samples: twice the inflate and unfilter work
+    return width * height * channels
+
+
+def check_decode_work(field: str, pil: Image.Image, image: EncodedImage, limits: ImageLimits) -> None:
+    """payload_too_large when decoding would cost far more than the bytes sent justify."""
+    decoded = _decoded_bytes(pil, image)
+    if decoded > FREE_DECODED_BYTES and decoded > len(image.data) * limits.max_decoded_bytes_per_byte:
+        raise ProtocolError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"{field}: {pil.size[0]}x{pil.size[1]} {image.format} of {len(image.data)} bytes would decode to "
+            f"{decoded} bytes (more than {limits.max_decoded_bytes_per_byte} per byte sent)",
+        )
 
 
 def check_image_size(field: str, width: int, height: int, limits: ImageLimits) -> None:
@@ -36,13 +78,18 @@ def check_image_size(field: str, width: int, height: int, limits: ImageLimits) -
 
 
 def decode_encoded(field: str, image: EncodedImage, limits: ImageLimits) -> np.ndarray:
-    """JPEG/PNG bytes -> (H, W, 3) uint8. Header-only size check first: bombs never decode."""
+    """JPEG/PNG bytes -> (H, W, 3) uint8. Header-only checks first: bombs never decode.
+
+    Checked before decoding: the file is complete, width/height/pixels within the limits, and the
+    decode work per byte sent (``check_decode_work``)."""
+    _check_complete(field, image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             pil = Image.open(io.BytesIO(image.data), formats=[_PIL_FORMATS[image.format]])
             width, height = pil.size
             check_image_size(field, width, height, limits)
+            check_decode_work(field, pil, image, limits)
             pil.draft("RGB", (width, height))
             rgb = np.asarray(pil.convert("RGB"))
     except ProtocolError:
@@ -51,7 +98,8 @@ def decode_encoded(field: str, image: EncodedImage, limits: ImageLimits) -> np.n
         raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"{field}: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"{field}: cannot decode {image.format} image: {type(exc).__name__}: {exc}"
+            ErrorCode.BAD_REQUEST,
+            f"{field}: cannot decode {image.format} image: {type(exc).__name__}: {quote(str(exc), 120)}",
         ) from exc
     return rgb
 

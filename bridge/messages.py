@@ -14,6 +14,7 @@ import numpy as np
 from bridge.codec import Buffer, EncodedImage, decode_header, encode_message, sniff_image_format
 from bridge.errors import BridgeError, ProtocolViolation
 from bridge.protocol import PROTOCOL_VERSION, ProtocolError
+from bridge.quoting import quote
 
 # replies come from a trusted server, but keep a bound anyway
 _MAX_REPLY_ARRAY_BYTES = 1 << 31
@@ -157,7 +158,7 @@ def parse_reply(frames: list[Any]) -> tuple[Any, dict[str, Any]]:
     except ProtocolError as exc:  # an undecodable reply is one bad reply, reported as a BridgeError
         raise ProtocolViolation(f"undecodable reply: {exc.message}") from exc
     if not isinstance(header, dict) or "id" not in header or "ok" not in header:
-        raise ProtocolViolation(f"reply header is not a protocol reply: {header!r:.200}")
+        raise ProtocolViolation(f"reply header is not a protocol reply: {quote(header, 200)}")
     return header["id"], header
 
 
@@ -165,7 +166,15 @@ def interpret(header: Mapping[str, Any], round_trip_ms: float) -> Reply | Partia
     """A decoded reply header -> Reply or Partial; raises BridgeError for error replies."""
     if not header["ok"]:
         err = header.get("error") or {}
+        if not isinstance(err, dict):
+            raise ProtocolViolation(f"error reply with a malformed 'error': {quote(err)}")
         raise BridgeError(str(err.get("code", "internal")), str(err.get("message", "")), bool(err.get("retryable")))
     if "partial" in header:
-        return Partial(str(header["partial"].get("chunk", "")))
-    return Reply(header.get("result") or {}, header.get("timing") or {}, round_trip_ms)
+        partial = header["partial"]
+        if not isinstance(partial, dict):
+            raise ProtocolViolation(f"partial reply with a malformed 'partial': {quote(partial)}")
+        return Partial(str(partial.get("chunk", "")))
+    result, timing = header.get("result") or {}, header.get("timing") or {}
+    if not isinstance(result, dict) or not isinstance(timing, dict):
+        raise ProtocolViolation(f"reply with a malformed 'result' or 'timing': {quote(header, 200)}")
+    return Reply(result, timing, round_trip_ms)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.image_args import ImageLimits, image_from_arg
+from bridge.image_args import ImageLimits, check_image_size, image_from_arg
 from bridge.protocol import (
     ACT_ARGS,
     CAPTION_LENGTHS,
@@ -25,6 +25,7 @@ from bridge.protocol import (
     ErrorCode,
     ProtocolError,
 )
+from bridge.quoting import quote
 from models.interfaces import GenerationRequest, GenerationSettings, Observation
 from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
@@ -68,14 +69,14 @@ def parse_head(
         raise _bad("missing field 'id' (int or str)")
     request_id = readable_id(header)
     if request_id is None:
-        raise _bad(f"field 'id' must be an int or a str of at most {_MAX_ID_CHARS} chars, got {header['id']!r:.80}")
+        raise _bad(f"field 'id' must be an int or a str of at most {_MAX_ID_CHARS} chars, got {quote(header['id'])}")
     if "v" not in header:
         raise _bad("missing field 'v' (protocol version)")
     version = header["v"]
-    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # (an Array would compare elementwise)
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"protocol version {version!r:.40} is not supported; supported: {list(SUPPORTED_VERSIONS)}",
+            f"protocol version {quote(version)} is not supported; supported: {list(SUPPORTED_VERSIONS)}",
         )
     if auth_tokens:
         token = header.get("auth")
@@ -83,9 +84,9 @@ def parse_head(
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong 'auth' token")
     op = header.get("op")
     if not isinstance(op, str):
-        raise _bad(f"field 'op' must be a str, got {op!r:.80}")
+        raise _bad(f"field 'op' must be a str, got {quote(op)}")
     if op not in served_ops:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"op {op!r:.80} is not served; served ops: {sorted(served_ops)}")
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"op {quote(op)} is not served; served ops: {sorted(served_ops)}")
     args = header.get("args")
     if args is None:
         args = {}
@@ -94,7 +95,7 @@ def parse_head(
     deadline_ms = header.get("deadline_ms")
     if deadline_ms is not None:
         if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float)) or not math.isfinite(deadline_ms):
-            raise _bad(f"field 'deadline_ms' must be a finite number, got {deadline_ms!r:.40}")
+            raise _bad(f"field 'deadline_ms' must be a finite number, got {quote(deadline_ms)}")
         if not 0 <= deadline_ms <= max_deadline_ms:
             raise _bad(f"field 'deadline_ms' must be in [0, {max_deadline_ms:g}], got {deadline_ms}")
         deadline_ms = float(deadline_ms)
@@ -142,12 +143,14 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
         raise _bad(f"args.tactile: expected a map with 'image' and/or 'force_torque', got {type(tactile).__name__}")
     unknown = set(tactile) - {"image", "force_torque"}
     if unknown:
-        raise _bad(f"args.tactile: unknown keys {sorted(map(str, unknown))}; allowed: image, force_torque")
+        names = quote(sorted(map(quote, unknown)), 120)
+        raise _bad(f"args.tactile: unknown keys {names}; allowed: image, force_torque")
     image = tactile.get("image")
     if image is not None:
         if isinstance(image, np.ndarray) and image.dtype == np.float32:
             if image.ndim != 3 or image.shape[2] != 3:
                 raise _bad(f"args.tactile.image: expected shape (H, W, 3), got {list(image.shape)}")
+            check_image_size("args.tactile.image", image.shape[1], image.shape[0], limits)
             if not np.isfinite(image).all():
                 raise _bad("args.tactile.image: contains NaN or infinity")
         else:
@@ -176,7 +179,7 @@ def parse_act(
         images = {}
         for name, value in cameras.items():
             if not isinstance(name, str):
-                raise _bad(f"args.images: camera names must be str, got {name!r:.40}")
+                raise _bad(f"args.images: camera names must be str, got {quote(name)}")
             images[name] = image_from_arg(f"args.images.{name}", value, limits)
     tactile_image, force_torque = _tactile(args, limits)
     proprio = args.get("proprio")
@@ -206,7 +209,7 @@ def _settings(value: Any) -> GenerationSettings:
         ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok_type or not (low <= v <= high):
             kind = "an integer" if integer else "a number"
-            raise _bad(f"args.settings.{key}: expected {kind} in [{low:g}, {high:g}], got {v!r:.40}")
+            raise _bad(f"args.settings.{key}: expected {kind} in [{low:g}, {high:g}], got {quote(v)}")
         return int(v) if integer else float(v)
 
     top_p = number("top_p", defaults.top_p, 0.0, 1.0)
@@ -226,15 +229,15 @@ def parse_generation(op: str, key: int, args: Mapping[str, Any], limits: ImageLi
     image = image_from_arg("args.image", args["image"], limits)
     stream = args.get("stream", False)
     if not isinstance(stream, bool):
-        raise _bad(f"args.stream: expected true/false, got {stream!r:.40}")
+        raise _bad(f"args.stream: expected true/false, got {quote(stream)}")
     if stream and op not in STREAMING_OPS:
         raise _bad(f"args.stream: op {op!r} does not stream; streaming ops: {list(STREAMING_OPS)}")
     length = "normal"
     text: str | None = None
     if op == OP_CAPTION:
         length = args.get("length", "normal")
-        if length not in CAPTION_LENGTHS:
-            raise _bad(f"args.length: expected one of {list(CAPTION_LENGTHS)}, got {length!r:.40}")
+        if not isinstance(length, str) or length not in CAPTION_LENGTHS:
+            raise _bad(f"args.length: expected one of {list(CAPTION_LENGTHS)}, got {quote(length)}")
     elif op == OP_QUERY:
         text = _string(args, "question", _MAX_TEXT_CHARS, required=True)
     else:

@@ -86,7 +86,12 @@ class ProtocolError(Exception):
         return RETRYABLE[self.code]
 
 
+MAX_ERROR_MESSAGE_CHARS: Final = 1000  # error messages quote excerpts; this caps any message
+
+
 def error_header(request_id: object, code: str, message: str) -> dict[str, object]:
+    if len(message) > MAX_ERROR_MESSAGE_CHARS:
+        message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
     return {
         "v": PROTOCOL_VERSION,
         "id": request_id,

@@ -7,20 +7,24 @@ the loop published at load time, so they stay fast while the models are busy.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
 
 import bridge
-from bridge.codec import Buffer, decode_header, encode_message, peek_header
+from bridge.admission import Admission, AdmissionLimits
+from bridge.codec import Buffer, HeaderError, decode_header, encode_message
 from bridge.config import BridgeConfig
+from bridge.curve_keys import CurveGuard, CurveServerKeys
+from bridge.decode_pool import FairDecodePool
+from bridge.exposure import endpoint_is_local, warn_if_exposed
 from bridge.image_args import ImageLimits, contains_encoded_image
 from bridge.inference_loop import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head, parse_session, readable_id
@@ -37,7 +41,7 @@ from bridge.protocol import (
     error_header,
     success_header,
 )
-from bridge.work import ClientKey, Outbox, Work
+from bridge.work import Outbox, Work
 from models import model_kinds
 
 logger = logging.getLogger(__name__)
@@ -60,11 +64,14 @@ class InferenceServer:
         self.outbox = Outbox(config.server.frame_threshold_bytes)
         self.loop = InferenceLoop(config, self.outbox, load_policy, load_generator)
         self._limits = ImageLimits(
-            config.limits.max_image_width, config.limits.max_image_height, config.limits.max_image_pixels
+            config.limits.max_image_width,
+            config.limits.max_image_height,
+            config.limits.max_image_pixels,
+            config.limits.max_decoded_bytes_per_byte,
         )
-        self._decoders = ThreadPoolExecutor(config.server.decode_workers, thread_name_prefix="image-decode")
-        self._inflight: Counter[ClientKey] = Counter()
-        self._inflight_total = 0
+        self._decoders = FairDecodePool(config.server.decode_workers, config.server.decode_workers_per_client)
+        self.admission = Admission(_admission_limits(config))
+        self.replies_dropped: Counter[str] = Counter()  # by reason: peer_gone, send_queue_full
         self._keys = itertools.count(1)  # generation request keys, unique per server
         self._started_s = time.monotonic()
         self._stop_requested = threading.Event()
@@ -73,6 +80,10 @@ class InferenceServer:
         self.endpoint = config.server.bind
         self._served_ops = self._ops_for(config)
         self._io = threading.Thread(target=self._io_main, name="router-io", daemon=True)
+        self._curve: CurveGuard | None = None
+        if config.server.curve_secret_key_file:
+            keys = CurveServerKeys.from_files(config.server.curve_secret_key_file, config.server.curve_clients_dir)
+            self._curve = CurveGuard(self._context, keys)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -92,13 +103,15 @@ class InferenceServer:
         """Answer or fail in-flight work (within ``shutdown_grace_s``), then close the socket."""
         if self._stop_requested.is_set():
             return
-        logger.info("stopping: finishing %d in-flight requests", self._inflight_total)
+        logger.info("stopping: finishing %d in-flight requests", self.admission.total)
         self.loop.stop(self.config.server.shutdown_grace_s)
         self.loop.join(self.config.server.shutdown_grace_s + 5.0)
         self._stop_requested.set()
         self._io.join(5.0)
-        self._decoders.shutdown(wait=False, cancel_futures=True)
+        self._decoders.shutdown()
         self.outbox.close()
+        if self._curve is not None:
+            self._curve.stop()
         if self._own_context:
             self._context.term()
         logger.info("stopped")
@@ -111,14 +124,23 @@ class InferenceServer:
         self.stop()
 
     @property
+    def auth_mode(self) -> str:
+        """hello.auth: "curve" with CURVE (tokens, if set, are checked inside it), "token", or "none"."""
+        if self._curve is not None:
+            return "curve"
+        return "token" if self.config.server.auth_tokens else "none"
+
+    @property
     def queue_depth(self) -> int:
-        return self._inflight_total
+        return self.admission.total
 
     # ------------------------------------------------------------------ I/O thread
 
     def _io_main(self) -> None:
         sock = self._context.socket(zmq.ROUTER)
         try:
+            if self._curve is not None:
+                self._curve.apply(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.server.max_message_bytes * _HARD_FRAME_FACTOR)
@@ -131,6 +153,8 @@ class InferenceServer:
             return
         self._bound.set()
         logger.info("listening on %s", self.endpoint)
+        warn_if_exposed(logger, "the inference server", self.endpoint, endpoint_is_local(self.endpoint),
+                        self.auth_mode != "none")
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self.outbox.wake_fd, zmq.POLLIN)
@@ -152,20 +176,16 @@ class InferenceServer:
     def _flush(self, sock: zmq.Socket[Any]) -> None:
         for out in self.outbox.drain():
             if out.final:
-                self._release(out.client)
+                self.admission.release(out.client, out.admitted_bytes)
             self._send(sock, out.frames)
 
     def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> None:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH) or its queue full (EAGAIN)
-            logger.debug("reply dropped: %s", exc)
-
-    def _release(self, client: ClientKey) -> None:
-        self._inflight_total -= 1
-        self._inflight[client] -= 1
-        if self._inflight[client] <= 0:
-            del self._inflight[client]
+            reason = "send_queue_full" if exc.errno == errno.EAGAIN else "peer_gone"
+            self.replies_dropped[reason] += 1
+            logger.debug("reply dropped (%s): %s", reason, exc)
 
     def _reply_error(self, sock: zmq.Socket[Any], envelope: list[bytes], rid: Any, exc: ProtocolError) -> None:
         frames = encode_message(error_header(rid, exc.code, exc.message))
@@ -197,14 +217,18 @@ class InferenceServer:
                     ErrorCode.PAYLOAD_TOO_LARGE,
                     f"message is {size} bytes, limit {self.config.server.max_message_bytes}",
                 )
-            header = decode_header(body[0].buffer, [f.buffer for f in body[1:]], self.config.limits.max_array_bytes)
+            try:
+                header = decode_header(
+                    body[0].buffer, [f.buffer for f in body[1:]], self.config.limits.max_array_bytes
+                )
+            except HeaderError as exc:
+                header = exc.header  # decoded once: what was readable still gives the id
+                raise
             head = parse_head(
                 header, self.config.server.auth_tokens, self._served_ops, self.config.limits.max_deadline_ms
             )
-            self._dispatch(sock, envelope, head, received_s)
+            self._dispatch(sock, envelope, head, received_s, size)
         except ProtocolError as exc:
-            if header is None and size <= self.config.server.max_message_bytes:
-                header = peek_header(body[0].buffer)
             self._reply_error(sock, envelope, readable_id(header), exc)
         except Exception:  # never let one request take the I/O thread down
             logger.exception("unexpected error handling a request")
@@ -219,7 +243,9 @@ class InferenceServer:
             ops.update(GENERATION_OPS)
         return frozenset(ops)
 
-    def _dispatch(self, sock: zmq.Socket[Any], envelope: list[bytes], head: RequestHead, received_s: float) -> None:
+    def _dispatch(
+        self, sock: zmq.Socket[Any], envelope: list[bytes], head: RequestHead, received_s: float, size: int
+    ) -> None:
         if head.op in (OP_HELLO, OP_HEALTH, OP_STATS):
             result = {OP_HELLO: self._hello, OP_HEALTH: self._health, OP_STATS: self._stats}[head.op]()
             elapsed_ms = (time.perf_counter() - received_s) * 1000.0
@@ -231,23 +257,16 @@ class InferenceServer:
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
         self._check_model(head.op)
-        client: ClientKey = tuple(envelope)
-        if self._inflight_total >= self.config.server.max_inflight:
-            raise ProtocolError(ErrorCode.OVERLOADED, f"server queue is full ({self._inflight_total} requests)")
-        if self._inflight[client] >= self.config.server.max_inflight_per_client:
-            raise ProtocolError(
-                ErrorCode.OVERLOADED,
-                f"this client has {self._inflight[client]} requests in flight, "
-                f"limit {self.config.server.max_inflight_per_client}",
-            )
+        client = self.admission.client(envelope)
+        self.admission.admit(client, size)  # overloaded beyond the request or byte budget
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
-        work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s)
+        work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s, admitted_bytes=size)
         work.inline_arrays = head.inline_arrays
-        self._inflight_total += 1
-        self._inflight[client] += 1
         key = next(self._keys)
-        if head.op in GENERATION_OPS or contains_encoded_image(head.args):
-            self._decoders.submit(self._prepare_and_submit, work, head.args, key)
+        encoded = contains_encoded_image(head.args)
+        if head.op in GENERATION_OPS or encoded:
+            # JPEG/PNG decoding is the costly, client-controlled part: fair per client
+            self._decoders.submit(client if encoded else None, self._prepare_and_submit, work, head.args, key)
         else:
             self._prepare_and_submit(work, head.args, key)
 
@@ -306,8 +325,9 @@ class InferenceServer:
                 "max_batch": self.config.batching.max_batch,
                 "max_inflight": self.config.server.max_inflight,
                 "max_inflight_per_client": self.config.server.max_inflight_per_client,
+                "max_inflight_bytes": self.config.server.max_inflight_bytes,
             },
-            "auth": "token" if self.config.server.auth_tokens else "none",
+            "auth": self.auth_mode,
         }
 
     def _health(self) -> dict[str, Any]:
@@ -343,16 +363,37 @@ class InferenceServer:
             "dtype": state.dtype,
             "cuda_available": state.cuda_available,
             "gpu_memory_gb": state.gpu_memory_gb,
-            "queue_depth": self._inflight_total,
+            "queue_depth": self.admission.total,
             "uptime_s": time.monotonic() - self._started_s,
             "counters": dict(state.counters),
+            "transport": self._transport_counters(),
         }
         if state.detail:
             result["detail"] = state.detail
         return result
+
+    def _transport_counters(self) -> dict[str, int]:
+        """What the I/O thread refused or could not deliver (also the companion's metrics)."""
+        return {
+            "inflight_bytes": self.admission.total_bytes,
+            "refused_overloaded": self.admission.refused,
+            "replies_dropped_peer_gone": self.replies_dropped["peer_gone"],
+            "replies_dropped_send_queue_full": self.replies_dropped["send_queue_full"],
+        }
 
     def _stats(self) -> dict[str, Any]:
         policy = self.loop.state.policy
         if policy is None or policy.stats is None:
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "no policy is loaded")
         return policy.stats
+
+
+def _admission_limits(config: BridgeConfig) -> AdmissionLimits:
+    server = config.server
+    return AdmissionLimits(
+        max_inflight=server.max_inflight,
+        max_inflight_per_client=server.max_inflight_per_client,
+        max_inflight_bytes=server.max_inflight_bytes,
+        trusted_proxies=frozenset(p.encode() for p in server.trusted_proxies),
+        allowances={identity.encode(): int(n) for identity, n in server.inflight_allowances.items()},
+    )

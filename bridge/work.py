@@ -33,6 +33,7 @@ class Work:
     op: str
     received_s: float  # time.perf_counter() when the I/O thread read it
     deadline_s: float | None  # perf_counter() time after which it must not start
+    admitted_bytes: int = 0  # message size counted against server.max_inflight_bytes until answered
     payload: Any = None
     started_s: float = 0.0
     compute_ms: float = 0.0  # generation: accumulated model time for this request
@@ -48,6 +49,7 @@ class Outgoing:
     client: ClientKey
     frames: list[Buffer]  # envelope + b"" + header + buffers
     final: bool
+    admitted_bytes: int = 0  # released from admission when this final reply is taken
 
 
 class Outbox:
@@ -64,11 +66,9 @@ class Outbox:
     def wake_fd(self) -> int:
         return self._read_fd
 
-    def _put(
-        self, client: ClientKey, envelope: list[bytes], header: dict[str, Any], final: bool, inline: bool = False
-    ) -> None:
-        frames = encode_message(header, None if inline else self.frame_threshold_bytes)
-        self._queue.put(Outgoing(client, [*envelope, b"", *frames], final))
+    def _put(self, work: Work, header: dict[str, Any], final: bool) -> None:
+        frames = encode_message(header, None if work.inline_arrays else self.frame_threshold_bytes)
+        self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes))
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
@@ -95,14 +95,13 @@ class Outbox:
             "server_ms": (now - work.received_s) * 1000.0,
             "batch_size": work.batch_size,
         }
-        header = success_header(work.request_id, result, timing)
-        self._put(work.client, work.envelope, header, True, work.inline_arrays)
+        self._put(work, success_header(work.request_id, result, timing), True)
 
     def partial(self, work: Work, chunk: str) -> None:
-        self._put(work.client, work.envelope, partial_header(work.request_id, chunk), False)
+        self._put(work, partial_header(work.request_id, chunk), False)
 
     def error(self, work: Work, exc: ProtocolError) -> None:
-        self._put(work.client, work.envelope, error_header(work.request_id, exc.code, exc.message), True)
+        self._put(work, error_header(work.request_id, exc.code, exc.message), True)
 
     def fail(self, work: Work, exc: BaseException, what: str) -> None:
         """The one mapping from an exception to an error reply: ProtocolError as it is,

@@ -36,6 +36,10 @@ WIRE = {
     "bridge.messages",
     "bridge.image_args",
     "bridge.config",
+    "bridge.header_bounds",
+    "bridge.quoting",
+    "bridge.curve_keys",
+    "bridge.exposure",
 }
 CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints"}
 TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner", "bridge.healthcheck"}

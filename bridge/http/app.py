@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bridge.http import keys, routes_meta, routes_predict, routes_v1
+from bridge.http import callers, keys, routes_meta, routes_predict, routes_v1
 from bridge.http.errors import ERROR_CODE_KEY, Handler, error_middleware
 from bridge.http.metrics import HttpMetrics
 from bridge.http.settings import HttpSettings
@@ -65,12 +65,13 @@ def _upstream_context(client_factory: ClientFactory):  # type: ignore[no-untyped
 
 def create_app(settings: HttpSettings, client_factory: ClientFactory = default_client_factory) -> web.Application:
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=[observe_middleware, error_middleware, callers.caller_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = HttpMetrics(settings.latency_window)
     app[keys.IMAGE_LIMITS] = ImageLimits(settings.max_image_width, settings.max_image_height, settings.max_image_pixels)
+    callers.setup(app)
     app.cleanup_ctx.append(_upstream_context(client_factory))
     routes_predict.add_routes(app)
     routes_v1.add_routes(app)

@@ -26,6 +26,7 @@ SERVER_UNREACHABLE = "server_unreachable"
 UPSTREAM_TIMEOUT = "timeout"
 BAD_GATEWAY = "bad_gateway"
 NOT_SERVED = "not_served"
+REQUEST_TIMEOUT = "request_timeout"
 
 # protocol code -> HTTP status, for error replies of the inference server
 _STATUS_BY_CODE: Mapping[str, int] = {
@@ -76,6 +77,8 @@ def error_response(status: int, code: str, message: str, retryable: bool = False
     headers = {"Retry-After": str(_RETRY_AFTER_S)} if status in (503, 429) else None
     response = web.json_response(body, status=status, headers=headers)
     response[ERROR_CODE_KEY] = code  # read by the metrics middleware
+    if status == 408:
+        response.force_close()  # the body never came: do not wait for it on this connection
     return response
 
 
@@ -84,6 +87,7 @@ _HTTP_CODES: Mapping[int, str] = {
     401: ErrorCode.UNAUTHORIZED,
     404: NOT_FOUND,
     405: METHOD_NOT_ALLOWED,
+    408: REQUEST_TIMEOUT,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: UNSUPPORTED_MEDIA_TYPE,
     422: VALIDATION_ERROR,

@@ -116,6 +116,9 @@ class HttpMetrics:
         )
         self.queue_depth = Gauge("vtla_server_queue_depth", "Inference server queue depth (last health probe).")
         self.server_up = Gauge("vtla_server_up", "1 when the inference server answers health probes.")
+        self.replies_dropped = Gauge(
+            "vtla_server_replies_dropped", "Replies the inference server could not deliver (last health probe)."
+        )
         self.in_flight = Gauge("vtla_http_in_flight", "HTTP requests being handled.")
         self._window = latency_window
         self.recent_ms: dict[str, deque[float]] = {}
@@ -156,7 +159,7 @@ class HttpMetrics:
         lines: list[str] = []
         for metric in (
             self.requests, self.errors, self.duration, self.queue, self.compute, self.server, self.batch_size,
-            self.queue_depth, self.server_up, self.in_flight,
+            self.queue_depth, self.server_up, self.in_flight, self.replies_dropped,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -25,14 +25,16 @@ def _responses(ok: str, ok_schema: dict[str, Any] | None = None, *codes: int, ss
 _STATUS_TEXT = {
     400: "Malformed request (bad JSON, bad data URI, unreadable image)",
     401: "Missing or invalid X-Moondream-Auth (when API keys are configured)",
-    413: "Body or image over the configured limits",
+    408: "The request body did not arrive within body_read_timeout_s",
+    413: "Body or image over the configured limits, or a decompression bomb",
     415: "Wrong Content-Type",
     422: "A field is missing or has the wrong type",
+    429: "This caller already has max_inflight_per_caller requests in flight (retry)",
     501: "The inference server does not serve this op (e.g. the VLM is disabled)",
     503: "Inference server unreachable, loading or overloaded (retry)",
     504: "The inference server did not answer in time",
 }
-_V1_ERRORS = (400, 401, 413, 415, 422, 501, 503, 504)
+_V1_ERRORS = (400, 401, 408, 413, 415, 422, 429, 501, 503, 504)
 _IMAGE_URL = {"type": "string", "description": "data:image/jpeg;base64,... (or png, webp, ...)"}
 _SETTINGS = {
     "type": "object",
@@ -43,7 +45,7 @@ _SETTINGS = {
         "max_objects": {"type": "integer"},
     },
 }
-_REQUEST_ID = {"type": "string", "description": "echoed back; generated when absent"}
+_REQUEST_ID = {"type": "string", "minLength": 1, "maxLength": 200, "description": "echoed back; generated when absent"}
 _METRICS = {
     "type": "object",
     "properties": {k: {"type": "number"} for k in
@@ -81,6 +83,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "post": {
                 "summary": "One VTLA action (predecessor-compatible)",
                 "tags": ["vtla"],
+                # keys protect /predict too, unless [http] open_predict = true
+                "security": [{"MoondreamAuth": []}, {}],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -100,7 +104,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     },
                 },
                 "responses": _responses(
-                    "success, action, action_breakdown, metadata", None, 400, 413, 415, 422, 503, 504
+                    "success, action, action_breakdown, metadata", None, 400, 401, 408, 413, 415, 422, 429, 503, 504
                 ),
             }
         },

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import secrets
 import time
@@ -11,10 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
+from bridge.http import keys
+from bridge.http.errors import REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
 from bridge.protocol import ErrorCode
+from bridge.quoting import quote
 
-AUTH_HEADER = "X-Moondream-Auth"
 SETTINGS_KEYS: dict[str, type] = {"temperature": float, "top_p": float, "max_tokens": int, "max_objects": int}
 
 
@@ -22,18 +23,46 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         message = f"expected Content-Type application/json, got {request.content_type!r}"
         raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, message)
-    raw = await request.read()  # bounded by the app's client_max_size (-> 413)
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, ErrorCode.BAD_REQUEST, "request body is not valid JSON") from None
+    raw = await read_body(request)  # bounded by the app's client_max_size (-> 413) and in time (-> 408)
+    body = parse_json(raw, "request body")
     if not isinstance(body, dict):
         raise ApiError(422, VALIDATION_ERROR, "request body must be a JSON object")
     return body
 
 
+def parse_json(raw: bytes | str, what: str) -> Any:
+    """JSON -> value; 400 for anything Python's parser refuses, including nesting too deep for it
+    (RecursionError) and integers longer than its 4300-digit limit (ValueError)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{what} is not valid JSON (or too deep / too long a number)") \
+            from None
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within ``body_read_timeout_s`` (a caller that announces a body and stalls
+    is answered 408 and disconnected instead of holding a connection forever)."""
+    timeout_s = request.app[keys.SETTINGS].body_read_timeout_s
+    try:
+        return await asyncio.wait_for(request.read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, REQUEST_TIMEOUT, f"request body not received within {timeout_s:g} s") from None
+
+
+async def read_form(request: web.Request) -> Any:
+    """A multipart/urlencoded form, within the body timeout; 400 for fields that are not UTF-8."""
+    timeout_s = request.app[keys.SETTINGS].body_read_timeout_s
+    try:
+        return await asyncio.wait_for(request.post(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, REQUEST_TIMEOUT, f"request body not received within {timeout_s:g} s") from None
+    except (UnicodeDecodeError, LookupError):  # undecodable field, or an unknown charset
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "form field is not valid text in its charset") from None
+
+
 def invalid(field: str, expected: str, value: Any) -> ApiError:
-    return ApiError(422, VALIDATION_ERROR, f"{field}: expected {expected}, got {json.dumps(value)[:60]}")
+    return ApiError(422, VALIDATION_ERROR, f"{field}: expected {expected}, got {quote(value)}")
 
 
 def optional_str(body: dict[str, Any], field: str, max_chars: int) -> str | None:
@@ -99,19 +128,3 @@ def request_id(body: dict[str, Any], op: str) -> str:
             raise invalid("request_id", "a string of 1..200 characters", given)
         return given
     return f"{op}_{time.strftime('%Y-%m-%d-%H:%M:%S', time.gmtime())}-{secrets.token_hex(3)}"
-
-
-def check_api_key(request: web.Request, keys: Sequence[str]) -> None:
-    """401 unless a configured key is given (``X-Moondream-Auth`` or ``Authorization: Bearer``)."""
-    if not keys:
-        return
-    given = request.headers.get(AUTH_HEADER)
-    if given is None:
-        auth = request.headers.get("Authorization", "")
-        given = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
-    given_bytes = given.encode()
-    matched = False
-    for key in keys:  # every key compared, in constant time each
-        matched |= hmac.compare_digest(given_bytes, key.encode())
-    if not matched:
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, f"missing or invalid {AUTH_HEADER} header")

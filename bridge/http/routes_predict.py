@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from bridge.http import keys
 from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
+from bridge.http.requests_json import read_form
 from bridge.http.routes_v1 import server_timing
 from bridge.http.uploads import load_image, load_rgb_array
 from bridge.protocol import OP_ACT, OP_STATS
@@ -59,15 +61,18 @@ def _text(form: Any, field: str) -> str | None:
 def _force_torque(text: str | None) -> np.ndarray | None:
     if text is None or not text.strip():
         return None
+    expected = f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers"
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
-        expected = f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers"
+    except (ValueError, RecursionError):  # invalid, too deep, or an integer over 4300 digits
         raise ApiError(422, VALIDATION_ERROR, expected) from None
     ok = isinstance(value, list) and len(value) == FORCE_TORQUE_DIM
     if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise ApiError(422, VALIDATION_ERROR, f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers")
-    return np.asarray(value, dtype=np.float32)
+        raise ApiError(422, VALIDATION_ERROR, expected)
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (OverflowError, ValueError):  # an integer beyond any float
+        raise ApiError(422, VALIDATION_ERROR, expected) from None
 
 
 def action_breakdown(action: list[float]) -> dict[str, Any]:
@@ -84,11 +89,11 @@ async def predict(request: web.Request) -> web.StreamResponse:
         raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, f"expected multipart/form-data, got {request.content_type!r}")
     upstream = request.app[keys.UPSTREAM]
     upstream.require_up()  # before reading a large upload
-    form = await request.post()  # bounded by client_max_size (-> 413)
+    form = await read_form(request)  # bounded by client_max_size (-> 413) and in time (-> 408)
     limits = request.app[keys.IMAGE_LIMITS]
     image_bytes = _file_bytes(form, "image", required=True)
     assert image_bytes is not None
-    image = load_image(image_bytes, limits, "image")
+    image = await asyncio.to_thread(load_image, image_bytes, limits, "image")  # off the event loop
     instruction = _text(form, "instruction")
     max_chars = request.app[keys.SETTINGS].max_instruction_chars
     if instruction is not None and len(instruction) > max_chars:
@@ -101,7 +106,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
         tactile["force_torque"] = ft
     tactile_bytes = _file_bytes(form, "tactile_image", required=False)
     if tactile_bytes is not None:
-        tactile["image"] = load_rgb_array(tactile_bytes, limits, "tactile_image")
+        tactile["image"] = await asyncio.to_thread(load_rgb_array, tactile_bytes, limits, "tactile_image")
     if tactile and use_dummy and flag:
         raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=true contradicts the tactile data sent")
     if not tactile and not use_dummy:

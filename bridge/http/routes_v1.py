@@ -7,6 +7,7 @@ then one ``data: {"completed": true, ...}`` with the full text, finish reason an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -18,7 +19,6 @@ from aiohttp import web
 from bridge.http import keys
 from bridge.http.errors import ApiError
 from bridge.http.requests_json import (
-    check_api_key,
     invalid,
     one_of,
     optional_bool,
@@ -53,14 +53,15 @@ def server_timing(timing: Mapping[str, float]) -> str:
     return ", ".join(parts)
 
 
-def _image_arg(request: web.Request, body: dict[str, Any]) -> Any:
+async def _image_arg(request: web.Request, body: dict[str, Any]) -> Any:
     data = decode_data_uri(body.get("image_url"))
-    return load_image(data, request.app[keys.IMAGE_LIMITS], "image_url").arg
+    # off the event loop: reading the header is cheap, but formats other than JPEG/PNG decode here
+    image = await asyncio.to_thread(load_image, data, request.app[keys.IMAGE_LIMITS], "image_url")
+    return image.arg
 
 
 async def _prepare(request: web.Request, op: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    check_api_key(request, request.app[keys.SETTINGS].api_keys)
-    body = await read_json_object(request)
+    body = await read_json_object(request)  # (API key and per-caller limit: bridge/http/callers.py)
     rid = request_id(body, op)
     args: dict[str, Any] = {}
     if op == OP_CAPTION:
@@ -72,7 +73,7 @@ async def _prepare(request: web.Request, op: str) -> tuple[dict[str, Any], dict[
     settings = settings_arg(body)
     if settings is not None:
         args["settings"] = settings
-    args["image"] = _image_arg(request, body)
+    args["image"] = await _image_arg(request, body)
     return body, args, rid
 
 
@@ -171,16 +172,18 @@ def _force_torque(value: Any) -> np.ndarray | None:
     ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if not ok:
         raise invalid("force_torque", f"a list of {FORCE_TORQUE_DIM} numbers", value)
-    return np.asarray(value, dtype=np.float32)
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (OverflowError, ValueError):  # a JSON integer beyond any float
+        raise invalid("force_torque", f"a list of {FORCE_TORQUE_DIM} finite numbers", value) from None
 
 
 async def act(request: web.Request) -> web.StreamResponse:
     """``{"image_url", "instruction"?, "force_torque"?, "tactile_image_url"?, "session"?}`` -> the action chunk."""
     settings = request.app[keys.SETTINGS]
-    check_api_key(request, settings.api_keys)
     body = await read_json_object(request)
     rid = request_id(body, OP_ACT)
-    args: dict[str, Any] = {"image": _image_arg(request, body)}
+    args: dict[str, Any] = {"image": await _image_arg(request, body)}
     instruction = optional_str(body, "instruction", settings.max_instruction_chars)
     if instruction:
         args["instruction"] = instruction
@@ -190,7 +193,9 @@ async def act(request: web.Request) -> web.StreamResponse:
         tactile["force_torque"] = ft
     if body.get("tactile_image_url") is not None:
         data = decode_data_uri(body["tactile_image_url"], "tactile_image_url")
-        tactile["image"] = load_rgb_array(data, request.app[keys.IMAGE_LIMITS], "tactile_image_url")
+        tactile["image"] = await asyncio.to_thread(  # a full decode: never on the event loop
+            load_rgb_array, data, request.app[keys.IMAGE_LIMITS], "tactile_image_url"
+        )
     if tactile:
         args["tactile"] = tactile
     session = optional_str(body, "session", 200)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from bridge.config import ConfigError, load_config, with_environment
+from bridge.exposure import host_is_loopback, warn_if_exposed
 from bridge.http.app import create_app
 from bridge.http.settings import settings_from_config
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vtla-bridge http: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
+    warn_if_exposed(logger, "the HTTP companion", f"http://{settings.host}:{settings.port}",
+                    host_is_loopback(settings.host), bool(settings.api_keys))
     auth = "on" if settings.api_keys else "off"
     print(f"vtla-bridge http: http://{settings.host}:{settings.port}  (inference server {settings.server_endpoint},"
           f" /v1 API keys {auth})", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bridge.config import BridgeConfig
+from bridge.curve_keys import CurveClientKeys
 
 VLM_API_KEY_ENV = "VLM_API_KEY"
 
@@ -15,8 +16,12 @@ class HttpSettings:
     server_endpoint: str  # the inference server, as a client connects to it
     host: str = "127.0.0.1"
     port: int = 8000
-    api_keys: tuple[str, ...] = ()  # X-Moondream-Auth keys for /v1; empty -> no auth
+    api_keys: tuple[str, ...] = ()  # X-Moondream-Auth keys for every model route; empty -> no auth
+    open_predict: bool = False  # True: /predict needs no key even when keys are set (predecessor scripts)
+    max_inflight_per_caller: int = 32  # per API key, else per remote address (429 beyond)
+    body_read_timeout_s: float = 30.0  # a request body must arrive within this (408 beyond)
     server_token: str | None = None  # sent to the inference server when it requires tokens
+    curve: CurveClientKeys | None = None  # CURVE keys for the inference server, when it encrypts
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 60.0
     probe_interval_s: float = 0.5  # health probe period of the inference server
@@ -31,8 +36,17 @@ class HttpSettings:
     def __post_init__(self) -> None:
         if self.request_timeout_s <= 0 or self.probe_interval_s <= 0 or self.probe_timeout_s <= 0:
             raise ValueError("timeouts and intervals must be > 0")
+        if self.max_inflight_per_caller < 1 or self.body_read_timeout_s <= 0:
+            raise ValueError("max_inflight_per_caller must be >= 1 and body_read_timeout_s > 0")
         if self.down_after_failures < 1:
             raise ValueError("down_after_failures must be >= 1")
+
+
+def _curve_keys(config: BridgeConfig) -> CurveClientKeys | None:
+    http = config.http
+    if not http.curve_client_secret_key_file:
+        return None
+    return CurveClientKeys.from_files(http.curve_server_key_file, http.curve_client_secret_key_file)
 
 
 def connect_endpoint(bind: str) -> str:
@@ -71,7 +85,11 @@ def settings_from_config(
         host=host if host is not None else http.host,
         port=port if port is not None else http.port,
         api_keys=tuple(keys),
+        open_predict=http.open_predict,
+        max_inflight_per_caller=http.max_inflight_per_caller,
+        body_read_timeout_s=http.body_read_timeout_s,
         server_token=config.server.auth_tokens[0] if config.server.auth_tokens else None,
+        curve=_curve_keys(config),
         max_body_bytes=http.max_body_bytes,
         request_timeout_s=http.request_timeout_s,
         max_image_pixels=config.limits.max_image_pixels,

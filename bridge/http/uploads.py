@@ -61,7 +61,9 @@ def load_image(data: bytes, limits: ImageLimits, field: str = "image") -> HttpIm
             if fmt is not None:
                 return HttpImage(EncodedImage(fmt, data), width, height)
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # over Pillow's own bomb limit: too large, as documented
+        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"{field}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: not a readable image") from None
     return HttpImage(np.ascontiguousarray(rgb), width, height)
 
@@ -74,5 +76,7 @@ def load_rgb_array(data: bytes, limits: ImageLimits, field: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             _check_size(img.size[0], img.size[1], limits, field)
             return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # over Pillow's own bomb limit: too large, as documented
+        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"{field}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: not a readable image") from None

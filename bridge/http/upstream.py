@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from bridge.aio_client import AsyncBridgeClient
+from bridge.curve_keys import CurveClientKeys
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.http.errors import ApiError, from_bridge_error
 from bridge.http.metrics import HttpMetrics
@@ -23,11 +25,18 @@ from bridge.messages import Partial, Reply
 
 logger = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str, float, str | None], AsyncBridgeClient]
+ClientFactory = Callable[[str, float, str | None, CurveClientKeys | None], AsyncBridgeClient]
 
 
-def default_client_factory(endpoint: str, timeout_s: float, auth: str | None) -> AsyncBridgeClient:
-    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth)
+ROUTING_ID_PREFIX = "vtla-http"  # the server's [server.inflight_allowances] "vtla-http" matches it
+
+
+def default_client_factory(
+    endpoint: str, timeout_s: float, auth: str | None, curve: CurveClientKeys | None = None
+) -> AsyncBridgeClient:
+    # unique per socket (a replaced client must not collide with its predecessor at the ROUTER)
+    routing_id = f"{ROUTING_ID_PREFIX}/{secrets.token_hex(6)}".encode()
+    return AsyncBridgeClient(endpoint, timeout_s=timeout_s, auth=auth, routing_id=routing_id, curve=curve)
 
 
 class Upstream:
@@ -54,12 +63,12 @@ class Upstream:
 
     def _new_client(self) -> AsyncBridgeClient:
         s = self.settings
-        return self._factory(s.server_endpoint, s.request_timeout_s, s.server_token)
+        return self._factory(s.server_endpoint, s.request_timeout_s, s.server_token, s.curve)
 
     async def start(self) -> None:
         self._client = self._new_client()
         s = self.settings
-        self._probe = self._factory(s.server_endpoint, s.probe_timeout_s, s.server_token)
+        self._probe = self._factory(s.server_endpoint, s.probe_timeout_s, s.server_token, s.curve)
         await self.probe_once()
 
     async def close(self) -> None:
@@ -103,6 +112,10 @@ class Upstream:
         depth = (health or {}).get("queue_depth")
         if isinstance(depth, (int, float)):
             self.metrics.queue_depth.set(depth)
+        transport = (health or {}).get("transport")
+        if isinstance(transport, Mapping):
+            dropped = [v for k, v in transport.items() if k.startswith("replies_dropped") and isinstance(v, int)]
+            self.metrics.replies_dropped.set(sum(dropped))
         if not was_up:
             logger.info("inference server %s is reachable (status %s)", self.settings.server_endpoint,
                         (health or {}).get("status"))

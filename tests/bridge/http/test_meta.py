@@ -50,6 +50,7 @@ def test_metrics_count_requests_errors_latency_and_batches(run: Any) -> None:
         assert samples['vtla_server_compute_seconds_count{op="point"}'] == 1
         assert samples["vtla_server_up"] == 1
         assert "vtla_server_queue_depth" in samples
+        assert "vtla_server_replies_dropped" in samples
         assert samples["vtla_http_in_flight"] == 1  # this very request
         status = await (await client.get("/api/status")).json()
         assert status["latency_ms"]["act"]["count"] == 2

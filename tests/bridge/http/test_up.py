@@ -48,14 +48,18 @@ def wait_healthy(url: str, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def up(artifacts_dir: Path) -> Iterator[Up]:
+def up(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     port, zmq_port, openpi_port = free_port(), free_port(), free_port()
     log_path = artifacts_dir / "vtla-bridge-up.log"
+    # keys protect /predict by default; the documented switch opens it for the predecessor's
+    # key-less scripts (the snippet below runs unchanged), /v1 keeps requiring the key
+    config = tmp_path_factory.mktemp("up") / "bridge.toml"
+    config.write_text("[http]\nopen_predict = true\n")
     env = {**os.environ, "VLM_API_KEY": API_KEY, "VTLA_LOG_LEVEL": "INFO"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "up", "--bind", f"tcp://127.0.0.1:{zmq_port}", "--port", str(port),
-             "--openpi-port", str(openpi_port)],
+            [sys.executable, "-m", "bridge", "up", "--config", str(config), "--bind", f"tcp://127.0.0.1:{zmq_port}",
+             "--port", str(port), "--openpi-port", str(openpi_port)],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     handle = Up(process, f"http://127.0.0.1:{port}", port, zmq_port, log_path, openpi_port)
