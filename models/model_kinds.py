@@ -27,11 +27,13 @@ POLICY_KINDS: Mapping[str, str] = MappingProxyType(
         "expert-pickplace": "models.experts:load_expert",
         "expert-touch": "models.experts:load_expert",
         "expert-fetch": "models.experts:load_expert",
+        "simulated": "models.simulated.policy:load_policy",
     }
 )
 GENERATOR_KINDS: Mapping[str, str] = MappingProxyType(
     {
         "moondream": "models.moondream.serving:load_generator",
+        "simulated": "models.simulated.generator:load_generator",
     }
 )
 
