@@ -40,6 +40,7 @@ from bridge.protocol import (
 )
 from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
+from models.model_kinds import SIMULATED_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +364,7 @@ class InferenceServer:
                     "device": info.device,
                     "dtype": info.dtype,
                     "source": info.source,
+                    "simulated": info.kind == SIMULATED_KIND,
                 }
         status = state.status
         if status == "ok" and not self.loop.alive:

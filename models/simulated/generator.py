@@ -89,7 +89,8 @@ class SimulatedGenerator:
             "revision": self.cfg.revision,
             "random_weights": True,
             "parameters": self._info.parameters,
-            "simulated": describe_preset(self.preset),
+            "simulated": True,
+            "simulation": describe_preset(self.preset),
             "warning": "simulated: no model runs; outputs are placeholders, timing imitates the named device",
         }
 

@@ -74,7 +74,8 @@ class SimulatedPolicy:
             "proprio": None,
             "random_weights": True,
             "parameters": self._info.parameters,
-            "simulated": describe_preset(self.preset),
+            "simulated": True,
+            "simulation": describe_preset(self.preset),
             "warning": "simulated: no model runs; actions are constant, timing imitates the named device",
         }
 
