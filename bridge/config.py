@@ -60,6 +60,7 @@ class SchedulerConfig:
     vlm_min_share: float = 0.3  # loop time guaranteed to generation while acts also wait
     admission_share: float = 0.5  # of generation time: admission units vs decode steps, when both wait
     pad_batches: bool = True  # pad act batches to 1, 2, 4, ... max_batch (one shape per bucket)
+    max_batch_ms: float = 0.0  # >0: act batches no longer than this (learnt), one row per waiting client at least
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def _validate(cfg: BridgeConfig) -> None:
     for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
         _positive(f"limits.{name}", getattr(cfg.limits, name))
     _positive("batching.max_batch", cfg.batching.max_batch)
+    if cfg.scheduler.max_batch_ms < 0:
+        raise ConfigError(f"scheduler.max_batch_ms: must be >= 0, got {cfg.scheduler.max_batch_ms}")
     for name in ("vlm_min_share", "admission_share"):
         value = getattr(cfg.scheduler, name)
         if not 0.0 < value < 1.0:

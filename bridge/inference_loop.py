@@ -57,6 +57,8 @@ class LoopState:
     gpu_memory_gb: float | None = None
     policy: LoadedModel | None = None
     vlm: LoadedModel | None = None
+    generation_active: int = 0  # requests holding a KV slot (admitting or decoding), per iteration
+    generation_waiting: int = 0  # generation requests waiting for a slot
     counters: dict[str, int] = field(
         default_factory=lambda: {
             "act_batches": 0,
@@ -112,7 +114,9 @@ class InferenceLoop:
 
     def _new_policy(self) -> SchedulingPolicy:
         sched = self.config.scheduler
-        policy = SchedulingPolicy(self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share)
+        policy = SchedulingPolicy(
+            self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share, sched.max_batch_ms
+        )
         policy.set_batch_key(lambda work: work.batch_key)
         return policy
 
@@ -193,6 +197,8 @@ class InferenceLoop:
             while self.policy.control:
                 self._run_control(self.policy.control.popleft())
             self._admit_waiting()
+            self.state.generation_active = len(self._gen_active)
+            self.state.generation_waiting = len(self.policy.generation)
             ready = self._generator.ready() if self._generator is not None else ReadyWork()
             decision = self.policy.schedule(ready)
             if decision.unit is Unit.IDLE:

@@ -16,6 +16,11 @@ each call returns one decision, and the loop charges the decision's measured tim
   a second from any client, starting after the client served first last time, so a client's
   backlog cannot push another client's ``act`` back by more than one batch. Generation
   requests are admitted into free slots round-robin by client too.
+* **Batch time budget** (``max_batch_ms`` > 0): a batch takes no more rows than the policy's
+  measured forward times say fit in ``max_batch_ms`` — but always one row per waiting client —
+  so one client's deep pipeline cannot make the batch that a polite client waits behind long.
+  Forward times are learnt per row count (moving average); an unmeasured size is assumed to
+  cost what the largest measured smaller size costs, so larger sizes get tried and learnt.
 """
 
 from __future__ import annotations
@@ -140,8 +145,12 @@ def bucket_size(batch: int, max_batch: int) -> int:
 class SchedulingPolicy:
     """Holds the waiting work and decides, one call at a time, what runs next."""
 
-    def __init__(self, max_batch: int, vlm_min_share: float, admission_share: float) -> None:
+    def __init__(
+        self, max_batch: int, vlm_min_share: float, admission_share: float, max_batch_ms: float = 0.0
+    ) -> None:
         self.max_batch = max_batch
+        self.max_batch_ms = max_batch_ms
+        self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
         self.acts = _ClientQueues()
         self.generation = _ClientQueues()  # waiting for a slot
         self.control: deque[Work] = deque()
@@ -172,12 +181,31 @@ class SchedulingPolicy:
     def _act_batch(self) -> list[Work]:
         head = next(iter(self.acts.queues.values()))[0]
         key = self._batch_key(head)
-        return self.acts.take_round_robin(self.max_batch, lambda work: self._batch_key(work) == key)
+        return self.acts.take_round_robin(self.row_limit(), lambda work: self._batch_key(work) == key)
+
+    def estimate_ms(self, rows: int) -> float:
+        """Expected forward time of ``rows`` rows: measured, else the largest measured smaller size."""
+        if rows in self.forward_ms:
+            return self.forward_ms[rows]
+        smaller = [n for n in self.forward_ms if n < rows]
+        return self.forward_ms[max(smaller)] if smaller else 0.0
+
+    def row_limit(self) -> int:
+        """Rows of the next act batch: ``max_batch``, or fewer under the batch time budget."""
+        if self.max_batch_ms <= 0:
+            return self.max_batch
+        floor = min(self.max_batch, len(self.acts.queues))  # one row per waiting client, always
+        rows = floor
+        while rows < self.max_batch and self.estimate_ms(rows + 1) <= self.max_batch_ms:
+            rows += 1
+        return max(1, rows)
 
     def charge(self, decision: Decision, elapsed_s: float) -> None:
         """Account a decision's measured time to its class."""
         if decision.unit is Unit.ACT:
             self._act_vs_gen.charge(0, elapsed_s)
+            rows, ms = len(decision.batch), elapsed_s * 1000.0
+            self.forward_ms[rows] = ms if rows not in self.forward_ms else 0.8 * self.forward_ms[rows] + 0.2 * ms
         elif decision.unit in (Unit.ADMISSION, Unit.DECODE):
             self._act_vs_gen.charge(1, elapsed_s)
             self._admission_vs_decode.charge(0 if decision.unit is Unit.ADMISSION else 1, elapsed_s)

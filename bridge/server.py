@@ -379,6 +379,7 @@ class InferenceServer:
             "queue_depth": self._inflight_total,
             "uptime_s": time.monotonic() - self._started_s,
             "counters": dict(state.counters),
+            "generation": {"active": state.generation_active, "waiting": state.generation_waiting},
         }
         if state.detail:
             result["detail"] = state.detail
