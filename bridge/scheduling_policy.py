@@ -9,8 +9,9 @@ each call returns one decision, and the loop charges the decision's measured tim
   (as in CFS/WFQ): act batches carry weight ``1 - vlm_min_share``, generation
   ``vlm_min_share``; inside generation, admission units carry ``admission_share`` and decode
   steps the rest. A class that has work and the smallest virtual time runs; ties go to acts.
-  A class that was idle re-enters at the smallest virtual time of the busy ones (no credit is
-  banked while idle), so an ``act`` arriving while generation runs alone waits at most the one
+  A class that was idle re-enters at the virtual time of the busy one (no credit banked while
+  idle, no debt kept for service it got while the other was idle), so an ``act`` arriving
+  while generation runs alone waits at most the one
   unit in progress, and while both saturate, generation keeps its guaranteed share.
 * **Fair across clients**: an act batch takes one request per client in round-robin order before
   a second from any client, starting after the client served first last time, so a client's
@@ -59,8 +60,8 @@ class _FairPair:
         """-> 0 or 1 (the class to run), None when neither has work; ties go to the first."""
         if busy_first and busy_second:
             for i in (0, 1):
-                if not self._was_busy[i]:  # re-entry: no banked credit from its idle time
-                    self.vtime[i] = max(self.vtime[i], self.vtime[1 - i])
+                if not self._was_busy[i]:  # re-entry: neither credit nor debt carried across idle time
+                    self.vtime[i] = self.vtime[1 - i]
         self._was_busy = [busy_first, busy_second]
         if busy_first and busy_second:
             return 0 if self.vtime[0] <= self.vtime[1] else 1
