@@ -1,11 +1,12 @@
 """Continuous batching over a multi-slot KV cache: the :class:`models.interfaces.Generator` for Moondream.
 
 ``admit`` reserves a free slot; the following ``admission_unit`` calls encode the image crops a
-chunk at a time and then prefill BOS + image tokens + prompt; a ``decode_step`` feeds one input for every decoding sequence in a single batched
-decoder forward over cache slots ``0..hi-1`` (``hi`` = highest active slot + 1; free slots in
-between run as masked dummy rows, which avoids gathering the cache). Slots are handed out
-lowest-first so the active range stays dense. Which unit runs when is the server's scheduling
-policy's decision (bridge/scheduling_policy.py), from what ``ready()`` reports.
+chunk at a time and then prefill BOS + image tokens + prompt; a ``decode_step`` feeds one input
+for every decoding sequence in a single batched decoder forward over cache slots ``0..hi-1``
+(``hi`` = highest active slot + 1; free slots in between run as masked dummy rows, which avoids
+gathering the cache). Slots are handed out lowest-first so the active range stays dense. Which
+unit runs when is the server's scheduling policy's decision (bridge/scheduling_policy.py), from
+what ``ready()`` reports.
 """
 
 from __future__ import annotations
