@@ -1,4 +1,4 @@
-"""An SSE caller that disconnects cancels its request on the inference server.
+"""An HTTP caller that disconnects cancels its request on the inference server (SSE and plain).
 
 Real pieces: an inference server with the ``simulated`` models (generation units made slow, so a
 caption lasts seconds), the aiohttp app on a real port, and an aiohttp client that goes away.
@@ -43,7 +43,7 @@ async def _wait_cancelled(server: InferenceServer, count: int, timeout_s: float 
     return False
 
 
-def test_sse_disconnect_cancels_on_the_inference_server(simulated_server: InferenceServer) -> None:
+def test_sse_and_plain_disconnects_cancel_on_the_inference_server(simulated_server: InferenceServer) -> None:
     settings = HttpSettings(server_endpoint=simulated_server.endpoint, request_timeout_s=60.0)
     body: dict[str, Any] = {"image_url": data_uri(image_bytes()), "length": "long"}
 
@@ -65,6 +65,16 @@ def test_sse_disconnect_cancels_on_the_inference_server(simulated_server: Infere
                 response.close()  # the browser tab goes away mid-caption
                 # the next chunk cannot be written: the stream is closed, the ZeroMQ client sends cancel
                 assert await _wait_cancelled(simulated_server, 1), "the SSE caller's caption kept its slot"
+
+                # plain: aiohttp cancels the handler when its caller disconnects; the cancellation
+                # reaches the ZeroMQ client's pending request, which sends cancel
+                plain = asyncio.ensure_future(session.post(url, json=body))
+                end_s = time.monotonic() + 5.0
+                while simulated_server.loop.state.generation_active != 1 and time.monotonic() < end_s:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # decoding now
+                plain.cancel()  # the caller hangs up while the caption runs
+                assert await _wait_cancelled(simulated_server, 2), "the plain caller's caption kept its slot"
         finally:
             await server.close()
 
