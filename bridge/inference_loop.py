@@ -279,12 +279,18 @@ class InferenceLoop:
             elif work.expired(now_s):
                 self._end(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed during generation"))
         for waiting in (self.policy.acts, self.policy.generation):
+            ended = False
             for work in waiting:
-                if work.cancel_code is not None:
+                if work.done:
+                    ended = True
+                elif work.cancel_code is not None:
                     self._end(work, _ended(work.cancel_code))
+                    ended = True
                 elif work.expired(now_s):
                     self._end(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed while queued"))
-            waiting.prune(lambda work: work.done)
+                    ended = True
+            if ended:  # rebuild the queues only when something left them
+                waiting.prune(lambda work: work.done)
 
     # ------------------------------------------------------------------ units of work
 
@@ -322,6 +328,9 @@ class InferenceLoop:
 
     def _forward(self, batch: list[Work]) -> None:
         assert self._policy is not None
+        batch = [w for w in batch if not w.done]  # a cancel applied while stragglers were awaited
+        if not batch:
+            return
         start = time.perf_counter()
         rows = len(batch)
         bucket = bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
