@@ -1,4 +1,4 @@
-"""``vtla-bridge bench {transport,batching,control,gpu,all}``: run, print the table, write JSON and plots.
+"""``vtla-bridge bench {transport,batching,control,engine,gpu,all}``: run, print the table, write JSON and plots.
 
     vtla-bridge bench all                 # everything, < ~10 min on a 2-core CPU box
     vtla-bridge bench transport --iters 300
@@ -24,13 +24,14 @@ from typing import Any
 
 from bench.batching import BatchingOptions, run_batching
 from bench.control import ControlOptions, run_control
+from bench.engine import EngineOptions, run_engine
 from bench.gpu import GpuOptions, GpuUnavailable, run_gpu
 from bench.report import Figure, figures_for, markdown_table, text_table, write_json
 from bench.transport import TransportOptions, run_transport
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("transport", "batching", "control", "gpu")
+BENCHMARKS = ("transport", "batching", "control", "engine", "gpu")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Runner = Callable[[argparse.Namespace, Path, bool], dict[str, Any]]
@@ -74,10 +75,22 @@ def gpu_options(args: argparse.Namespace) -> GpuOptions:
     return options
 
 
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    options = EngineOptions()
+    if args.quick:
+        options = options.quick()
+    if args.duration_s:
+        options = replace(options, duration_s=args.duration_s)
+    if args.clients:
+        options = replace(options, clients=tuple(int(c) for c in args.clients.split(",")))
+    return options
+
+
 RUNNERS: dict[str, Runner] = {
     "transport": lambda a, w, p: run_transport(transport_options(a), w, p),
     "batching": lambda a, w, p: run_batching(batching_options(a), w, p),
     "control": lambda a, w, p: run_control(control_options(a), w, p),
+    "engine": lambda a, w, p: run_engine(engine_options(a), w, p),
     "gpu": lambda a, w, p: run_gpu(gpu_options(a), w, p),
 }
 

@@ -31,6 +31,7 @@ from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head,
 from bridge.protocol import (
     GENERATION_OPS,
     OP_ACT,
+    OP_CANCEL,
     OP_HEALTH,
     OP_HELLO,
     OP_RESET,
@@ -41,8 +42,9 @@ from bridge.protocol import (
     error_header,
     success_header,
 )
-from bridge.work import Outbox, Work
+from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
+from models.model_kinds import SIMULATED_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class InferenceServer:
         self._decoders = FairDecodePool(config.server.decode_workers, config.server.decode_workers_per_client)
         self.admission = Admission(_admission_limits(config))
         self.replies_dropped: Counter[str] = Counter()  # by reason: peer_gone, send_queue_full
+        self._pending: dict[tuple[ClientKey, int | str], Work] = {}  # (client, id) -> unanswered work
         self._keys = itertools.count(1)  # generation request keys, unique per server
         self._started_s = time.monotonic()
         self._stop_requested = threading.Event()
@@ -177,15 +180,28 @@ class InferenceServer:
         for out in self.outbox.drain():
             if out.final:
                 self.admission.release(out.client, out.admitted_bytes)
-            self._send(sock, out.frames)
+                if out.work is not None and self._pending.get((out.client, out.work.request_id)) is out.work:
+                    del self._pending[(out.client, out.work.request_id)]
+            delivered = self._send(sock, out.frames)
+            if not delivered and not out.final and out.work is not None:
+                self._cancel_work(out.work)  # a stream chunk the client cannot receive: it is gone
 
-    def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> None:
+    def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> bool:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH) or its queue full (EAGAIN)
             reason = "send_queue_full" if exc.errno == errno.EAGAIN else "peer_gone"
             self.replies_dropped[reason] += 1
             logger.debug("reply dropped (%s): %s", reason, exc)
+            return False
+        return True
+
+    def _cancel_work(self, work: Work) -> None:
+        """Ask the loop to end ``work`` with ``cancelled`` (idempotent; the loop frees its slot)."""
+        if work.cancel_code is None:
+            work.cancel_code = ErrorCode.CANCELLED
+            self.loop.submit(Work(work.envelope, work.client, work.request_id, OP_CANCEL, time.perf_counter(),
+                                  None, payload=work))
 
     def _reply_error(self, sock: zmq.Socket[Any], envelope: list[bytes], rid: Any, exc: ProtocolError) -> None:
         frames = encode_message(error_header(rid, exc.code, exc.message))
@@ -238,7 +254,7 @@ class InferenceServer:
 
     @staticmethod
     def _ops_for(config: BridgeConfig) -> frozenset[str]:
-        ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT}
+        ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT, OP_CANCEL}
         if config.vlm.enabled:
             ops.update(GENERATION_OPS)
         return frozenset(ops)
@@ -254,14 +270,18 @@ class InferenceServer:
             reply = encode_message(success_header(head.request_id, result, timing), threshold)
             self._send(sock, [*envelope, b"", *reply])
             return
+        client = self.admission.client(envelope)  # the peer ROUTER saw, not frames the client wrote
+        if head.op == OP_CANCEL:
+            self._reply_cancel(sock, envelope, client, head, received_s)
+            return
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
         self._check_model(head.op)
-        client = self.admission.client(envelope)
         self.admission.admit(client, size)  # overloaded beyond the request or byte budget
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
         work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s, admitted_bytes=size)
         work.inline_arrays = head.inline_arrays
+        self._pending[(client, head.request_id)] = work
         key = next(self._keys)
         encoded = contains_encoded_image(head.args)
         if head.op in GENERATION_OPS or encoded:
@@ -269,6 +289,21 @@ class InferenceServer:
             self._decoders.submit(client if encoded else None, self._prepare_and_submit, work, head.args, key)
         else:
             self._prepare_and_submit(work, head.args, key)
+
+    def _reply_cancel(
+        self, sock: zmq.Socket[Any], envelope: list[bytes], client: ClientKey, head: RequestHead, received_s: float
+    ) -> None:
+        """``cancel`` {id}: end that request of the same client; answers whether it was pending."""
+        target_id = readable_id({"id": head.args.get("id")})
+        if target_id is None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "cancel needs args.id: the int or str id of an earlier request")
+        target = self._pending.get((client, target_id))
+        if target is not None:
+            self._cancel_work(target)
+        timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": (time.perf_counter() - received_s) * 1e3,
+                  "batch_size": 1}
+        header = success_header(head.request_id, {"cancelled": target is not None}, timing)
+        self._send(sock, [*envelope, b"", *encode_message(header)])
 
     def _check_model(self, op: str) -> None:
         state = self.loop.state
@@ -352,6 +387,7 @@ class InferenceServer:
                     "device": info.device,
                     "dtype": info.dtype,
                     "source": info.source,
+                    "simulated": info.kind == SIMULATED_KIND,
                 }
         status = state.status
         if status == "ok" and not self.loop.alive:
@@ -367,6 +403,7 @@ class InferenceServer:
             "uptime_s": time.monotonic() - self._started_s,
             "counters": dict(state.counters),
             "transport": self._transport_counters(),
+            "generation": {"active": state.generation_active, "waiting": state.generation_waiting},
         }
         if state.detail:
             result["detail"] = state.detail

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,12 @@ class Work:
     compute_ms: float = 0.0  # generation: accumulated model time for this request
     batch_size: int = 1
     inline_arrays: bool = False  # the request asked for reply arrays inline (no buffer frames)
+    batch_key: Hashable = None  # act: the policy's batch key (set by the loop)
+    bucket: int = 0  # act: the padded batch size that ran (0: not padded)
+    # Set by the I/O thread to ask the loop to end this work (an ErrorCode: cancelled, ...);
+    # a single attribute write, read by the loop thread at its next iteration.
+    cancel_code: str | None = None
+    done: bool = False  # the final reply was queued (loop thread only)
 
     def expired(self, now_s: float) -> bool:
         return self.deadline_s is not None and now_s > self.deadline_s
@@ -50,6 +57,7 @@ class Outgoing:
     frames: list[Buffer]  # envelope + b"" + header + buffers
     final: bool
     admitted_bytes: int = 0  # released from admission when this final reply is taken
+    work: Work | None = None  # the request this reply belongs to (None: answered by the I/O thread)
 
 
 class Outbox:
@@ -67,8 +75,12 @@ class Outbox:
         return self._read_fd
 
     def _put(self, work: Work, header: dict[str, Any], final: bool) -> None:
+        if work.done:  # exactly one final reply per request: nothing after it (e.g. a cancelled stream)
+            return
         frames = encode_message(header, None if work.inline_arrays else self.frame_threshold_bytes)
-        self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes))
+        if final:
+            work.done = True
+        self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes, work))
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
@@ -95,6 +107,8 @@ class Outbox:
             "server_ms": (now - work.received_s) * 1000.0,
             "batch_size": work.batch_size,
         }
+        if work.bucket:
+            timing["bucket"] = work.bucket
         self._put(work, success_header(work.request_id, result, timing), True)
 
     def partial(self, work: Work, chunk: str) -> None:
