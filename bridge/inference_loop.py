@@ -333,10 +333,16 @@ class InferenceLoop:
             return
         start = time.perf_counter()
         rows = len(batch)
-        bucket = bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
+        # a policy that pads to its own buckets (the VTLA: batch_buckets) reports last_bucket; the
+        # loop pads only for the others, so no batch is padded twice
+        pads_itself = hasattr(self._policy, "last_bucket")
+        loop_pads = self.config.scheduler.pad_batches and not pads_itself
+        bucket = bucket_size(rows, self.config.batching.max_batch) if loop_pads else rows
         payloads = [w.payload for w in batch] + [batch[-1].payload] * (bucket - rows)  # padding rows
         try:
             actions = self._policy.act(payloads)[:rows]  # (B, H, action_dim)
+            if pads_itself:
+                bucket = int(getattr(self._policy, "last_bucket", None) or rows)
         except Exception as exc:
             for work in batch:
                 self.outbox.fail(work, exc, f"policy forward (batch of {rows})")
@@ -346,7 +352,7 @@ class InferenceLoop:
         self.state.counters["act_requests"] += rows
         for i, work in enumerate(batch):
             work.started_s, work.compute_ms, work.batch_size = start, compute_ms, rows
-            work.bucket = bucket if self.config.scheduler.pad_batches else 0
+            work.bucket = bucket if (loop_pads or pads_itself) else 0
             self.outbox.success(work, {"actions": actions[i], "action": actions[i, 0]})
 
     def _admit_waiting(self) -> None:

@@ -389,6 +389,8 @@ class InferenceServer:
                     "source": info.source,
                     "simulated": info.kind == SIMULATED_KIND,
                 }
+                if "memory" in loaded.description:  # bytes of weights, KV cache, largest activation bucket
+                    models[info.name]["memory"] = loaded.description["memory"]
         status = state.status
         if status == "ok" and not self.loop.alive:
             status = "degraded"

@@ -36,3 +36,17 @@ def test_all_ops_with_real_tiny_models(start_server: StartServer, dtype: str) ->
         for item in [*boxes, *points]:
             assert all(0.0 <= v <= 1.0 for v in item.values())
         assert len(boxes) <= 2 and len(points) <= 2
+
+
+def test_memory_budget_in_hello_and_health_and_the_bucket_in_timing(start_server: StartServer) -> None:
+    server = start_server(real_policy=True, real_generator=True, device={"device": "cpu", "dtype": "float32"})
+    with BridgeClient(server.endpoint, timeout_s=60) as client:
+        hello_models = client.hello()["models"]
+        health_models = client.health()["models"]
+        for name, entry in health_models.items():
+            memory = entry["memory"]
+            assert memory == hello_models[name]["memory"]
+            assert all(isinstance(v, int) and v >= 0 for k, v in memory.items() if k.endswith("_bytes"))
+        # one act: the VTLA pads to its own smallest bucket, the loop does not pad it again
+        timing = client.act(image=IMG, instruction="pick").timing
+        assert timing["batch_size"] == 1 and timing["bucket"] == 1
