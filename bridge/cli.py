@@ -19,6 +19,7 @@ from collections.abc import Sequence
 DELEGATED = {
     "http": ("bridge.http.command:main", "the HTTP companion (aiohttp), a client of the inference server"),
     "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
+    "proxy": ("bridge.proxy:main", "one address in front of several inference servers (libzmq's proxy)"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
     "bench": ("bench.command:main", "run the benchmarks in bench/"),
