@@ -27,11 +27,12 @@ from bench.control import ControlOptions, run_control
 from bench.gpu import GpuOptions, GpuUnavailable, run_gpu
 from bench.plots import plot
 from bench.report import Figure, figures_for, markdown_table, text_table, write_json
+from bench.scaleout import ScaleoutOptions, run_scaleout
 from bench.transport import TransportOptions, run_transport
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("transport", "batching", "control", "gpu")
+BENCHMARKS = ("transport", "batching", "control", "gpu", "scaleout")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Runner = Callable[[argparse.Namespace, Path, bool], dict[str, Any]]
@@ -75,11 +76,22 @@ def gpu_options(args: argparse.Namespace) -> GpuOptions:
     return options
 
 
+def scaleout_options(args: argparse.Namespace) -> ScaleoutOptions:
+    options = ScaleoutOptions(torch_threads=args.torch_threads)
+    if args.quick:
+        options = replace(options, servers=(1, 2), clients=32, warmup_s=0.5, duration_s=1.0,
+                          failover_duration_s=4.0, failover_kill_after_s=1.0, sim_episodes=2, sim_workers=(1, 2))
+    if args.duration_s:
+        options = replace(options, duration_s=args.duration_s)
+    return options
+
+
 RUNNERS: dict[str, Runner] = {
     "transport": lambda a, w, p: run_transport(transport_options(a), w, p),
     "batching": lambda a, w, p: run_batching(batching_options(a), w, p),
     "control": lambda a, w, p: run_control(control_options(a), w, p),
     "gpu": lambda a, w, p: run_gpu(gpu_options(a), w, p),
+    "scaleout": lambda a, w, p: run_scaleout(scaleout_options(a), w, p),
 }
 
 

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _STEP_REPORT_EVERY = 10  # steps between progress events of a worker
 _EVENT_POLL_S = 0.2
+_GO_TIMEOUT_S = 600.0  # a worker waits this long at most for the others' simulators
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,13 @@ def _episode_from_dict(data: Mapping[str, Any]) -> EpisodeResult:
     return EpisodeResult(**fields, timings=[StepTiming(float(rt), float(srv)) for rt, srv in data["timings"]])
 
 
-def run_worker(job: WorkerJob, emit: Callable[[tuple[Any, ...]], None]) -> None:
-    """One worker's episodes; every outcome is an event: started / steps / episode / done / error."""
+def run_worker(job: WorkerJob, emit: Callable[[tuple[Any, ...]], None],
+               wait_go: Callable[[], object] | None = None) -> None:
+    """One worker's episodes; every outcome is an event: started / steps / episode / done / error.
+
+    ``wait_go`` (local runs) holds the first episode until every worker has its simulator, so
+    that the workers really run side by side and ``episodes_per_s`` measures that.
+    """
     from bridge.client import BridgeClient
     from sim_adapters.runner import run_episode
     from sim_adapters.simulators import make_adapter
@@ -80,6 +86,8 @@ def run_worker(job: WorkerJob, emit: Callable[[tuple[Any, ...]], None]) -> None:
         emit(("done", job.worker))
         return
     emit(("started", job.worker, adapter.max_steps))
+    if wait_go is not None:
+        wait_go()
     steps = 0
 
     def on_step() -> None:
@@ -104,9 +112,9 @@ def run_worker(job: WorkerJob, emit: Callable[[tuple[Any, ...]], None]) -> None:
     emit(("done", job.worker))
 
 
-def _process_main(job: WorkerJob, events: Any) -> None:  # pragma: no cover - runs in the child
+def _process_main(job: WorkerJob, events: Any, go: Any) -> None:  # pragma: no cover - runs in the child
     logging.basicConfig(level=logging.WARNING)
-    run_worker(job, events.put)
+    run_worker(job, events.put, lambda: go.wait(_GO_TIMEOUT_S))
 
 
 @dataclass
@@ -152,8 +160,11 @@ class _Progress:
 
 
 def merge(events: Iterator[tuple[Any, ...]], workers: int, episodes: int, meta: Mapping[str, Any],
-          progress: bool = False) -> dict[str, Any]:
-    """Consume the workers' events until every worker is done -> the merged summary."""
+          progress: bool = False, on_all_started: Callable[[], object] | None = None) -> dict[str, Any]:
+    """Consume the workers' events until every worker is done -> the merged summary.
+
+    ``on_all_started`` is called once every worker has started (or failed before starting).
+    """
     display = _Progress(workers, episodes, progress)
     results: list[EpisodeResult] = []
     per_worker: list[dict[str, Any]] = [
@@ -161,9 +172,14 @@ def merge(events: Iterator[tuple[Any, ...]], workers: int, episodes: int, meta: 
     ]
     first_start, last_end = float("inf"), 0.0
     finished = 0
+    ready: set[int] = set()
     try:
         for event in events:
             kind, worker = event[0], int(event[1])
+            if kind in ("started", "error", "done") and worker not in ready:
+                ready.add(worker)
+                if len(ready) == workers and on_all_started is not None:
+                    on_all_started()
             if kind == "started":
                 display.started(int(event[2]))
             elif kind == "steps":
@@ -208,14 +224,15 @@ def run_local(jobs: Sequence[WorkerJob], episodes: int, meta: Mapping[str, Any],
     """Workers as spawned processes on this machine."""
     context = mp.get_context("spawn")
     events = context.Queue()
-    procs = [context.Process(target=_process_main, args=(job, events), name=f"run-sim-worker-{job.worker}",
+    go = context.Event()
+    procs = [context.Process(target=_process_main, args=(job, events, go), name=f"run-sim-worker-{job.worker}",
                              daemon=True) for job in jobs]
     started = time.perf_counter()
     for proc in procs:
         proc.start()
     try:
         summary = merge(_drain(lambda t: events.get(timeout=t), lambda: any(p.is_alive() for p in procs)),
-                        len(jobs), episodes, meta, progress)
+                        len(jobs), episodes, meta, progress, on_all_started=go.set)
     finally:
         for proc in procs:
             proc.join(10.0)
