@@ -49,7 +49,7 @@ class ScaleoutOptions:
     warmup_s: float = 1.5
     duration_s: float = 4.0
     modes: tuple[str, ...] = ("list", "proxy")
-    failover_timeout_s: float = 1.0
+    failover_timeout_s: float = 5.0  # above the queueing delay of 256 clients on one server (~1 s)
     failover_kill_after_s: float = 2.0  # after the window opens
     failover_duration_s: float = 8.0
     sim: str = "fetch"

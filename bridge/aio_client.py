@@ -119,6 +119,10 @@ class AsyncBridgeClient(OpSurface):
         self._last_rx = time.perf_counter()
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # set on the links of a multi-endpoint client: a lost connection fails what is pending at once
+        # (the pool retries it elsewhere) instead of after timeout_s
+        self.watch_disconnects = False
         self._closed = False
         self._router: AsyncEndpointRouter[AsyncBridgeClient] | None = None
         if len(self.endpoints) > 1:  # one link per server; ids shared so that cancel finds its request
@@ -128,8 +132,10 @@ class AsyncBridgeClient(OpSurface):
             self._router = AsyncEndpointRouter(links, pool_policy)
 
     def _link(self, endpoint: str) -> AsyncBridgeClient:
-        return AsyncBridgeClient(endpoint, timeout_s=self.timeout_s, auth=self.auth,
+        link = AsyncBridgeClient(endpoint, timeout_s=self.timeout_s, auth=self.auth,
                                  frame_threshold_bytes=self.frame_threshold_bytes, context=self._context)
+        link.watch_disconnects = True
+        return link
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,11 +148,25 @@ class AsyncBridgeClient(OpSurface):
             sock.connect(self.endpoint)
             self._socket = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_loop(sock))
+            if self.watch_disconnects:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch(sock))
         return self._socket
 
+    async def _watch(self, sock: zmq.asyncio.Socket) -> None:
+        """A dropped TCP connection (the server process died) fails the pending requests now."""
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            await monitor.recv_multipart()
+            if self._socket is sock:
+                await self._drop_socket(f"connection to {self.endpoint} lost")
+        finally:
+            monitor.close(linger=0)
+
     async def _drop_socket(self, reason: str) -> None:
-        sock, reader = self._socket, self._reader
-        self._socket, self._reader = None, None
+        sock, reader, watcher = self._socket, self._reader, self._watcher
+        self._socket, self._reader, self._watcher = None, None, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
         if reader is not None:
             reader.cancel()
             try:

@@ -291,7 +291,32 @@ def _ray_task(job: WorkerJob, events: Any) -> None:  # pragma: no cover - runs i
 
 
 def main_parallel(args: Any, settings: Any, adapter_settings: AdapterSettings) -> int:
-    """``run-sim`` with ``--workers N`` > 1 or ``--ray``: hello once, run the workers, print/write the summary."""
+    """``run-sim`` with ``--workers N`` > 1 or ``--ray``: hello once, run the workers, print/write the summary.
+
+    With ``--ray``, ``--server ray`` connects to the server actors of :mod:`bridge.ray_servers`.
+    """
+    if args.video:
+        print("run-sim: --video records in one process; use --workers 1", file=sys.stderr)
+        return 2
+    ray_module: Any = None
+    if args.ray:
+        try:
+            import ray as ray_module
+        except ImportError:
+            print("run-sim: --ray needs Ray: pip install 'vtla-bridge[ray]'", file=sys.stderr)
+            return 2
+    owns_ray = ray_module is not None and not ray_module.is_initialized()
+    if owns_ray:
+        ray_module.init(address=None if args.ray == "local" else args.ray, include_dashboard=False,
+                        log_to_driver=False)
+    try:
+        return _main_parallel(args, settings, adapter_settings)
+    finally:
+        if owns_ray:
+            ray_module.shutdown()
+
+
+def _main_parallel(args: Any, settings: Any, adapter_settings: AdapterSettings) -> int:
     import json
     from dataclasses import replace
     from pathlib import Path
@@ -302,13 +327,15 @@ def main_parallel(args: Any, settings: Any, adapter_settings: AdapterSettings) -
     from sim_adapters.metrics import format_summary
     from sim_adapters.runner import PolicyInputs
 
-    if args.video:
-        print("run-sim: --video records in one process; use --workers 1", file=sys.stderr)
-        return 2
     try:
-        servers = endpoint_list(args.server)
+        if args.ray and args.server == "ray":  # the server actors of bridge.ray_servers
+            from bridge.ray_servers import discover_endpoints
+
+            servers = tuple(discover_endpoints())
+        else:
+            servers = endpoint_list(args.server)
         jobs_episodes = split_episodes(settings.episodes, args.workers)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         print(f"run-sim: {exc}", file=sys.stderr)
         return 2
     try:

@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="e.g. Lift, Stack, PickPlaceCan (robosuite); lift (touch)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--server", default="tcp://127.0.0.1:5555",
-                   help="inference server endpoint, or several comma-separated (the client spreads over them)")
+                   help="inference server endpoint, or several comma-separated (the client spreads over them); "
+                   "with --ray, 'ray': the server actors found in Ray (bridge/ray_servers.py)")
     p.add_argument("--workers", type=int, default=1, help="simulator processes in parallel (episode i -> i %% N)")
     p.add_argument("--ray", default="", help="run the workers as Ray tasks on this cluster address ('local': a "
                    "local Ray instance); needs the ray extra")

@@ -55,3 +55,34 @@ def test_run_sim_workers_2_on_fetch_merges_the_summaries(fetch_server: Inference
     lat = merged["latency_ms"]["round_trip"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]  # percentiles over every query of both workers
     assert merged["episodes_per_s"] > 0
+
+
+@pytest.mark.sim
+@pytest.mark.ray
+def test_ray_runs_two_fetch_workers_against_a_ray_server_actor(tmp_path: Path) -> None:
+    """A local Ray instance (2 CPUs): one server actor (on CPU: num_gpus=0), found by name, and two
+    simulator workers as Ray tasks. Skipped where ray is not installed."""
+    pytest.importorskip("gymnasium_robotics", reason="pip install gymnasium-robotics==1.4.2")
+    ray = pytest.importorskip("ray", reason="pip install 'vtla-bridge[ray]'")
+    from bridge.client import BridgeClient
+    from bridge.ray_servers import discover_endpoints, start_servers, stop_servers
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    out = tmp_path / "ray.json"
+    try:
+        endpoints = start_servers(1, config=str(CONFIGS / "fetch-expert.toml"), num_gpus=0)
+        assert discover_endpoints() == endpoints
+        code = main([*FETCH_ARGS, "--episodes", "2", "--workers", "2", "--ray", "local", "--server", "ray",
+                     "--json", str(out)])
+        with BridgeClient(endpoints[0], timeout_s=10.0) as client:
+            served = client.health()["counters"]["act_requests"]
+        assert stop_servers() == 1
+    finally:
+        ray.shutdown()
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["ray_address"] == "local" and summary["worker_errors"] == []
+    assert [row["episodes"] for row in summary["per_worker"]] == [1, 1]
+    assert [e["seed"] for e in summary["per_episode"]] == [0, 1]
+    assert summary["successes"] >= 1 and summary["queries"] > 0
+    assert served == summary["queries"]  # every query of both Ray workers reached the actor's server
