@@ -23,12 +23,12 @@ import logging
 from typing import Any
 
 from bridge.config import load_config, with_overrides
+from bridge.ray_discovery import NAME_PREFIX, NAMESPACE, discover_endpoints
 from bridge.supervise import free_tcp_port
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "vtla"
-NAME_PREFIX = "vtla-server-"
+__all__ = ["ServerActor", "discover_endpoints", "start_servers", "stop_servers"]
 
 
 class ServerActor:
@@ -70,19 +70,6 @@ def start_servers(count: int, *, config: str | None = None, num_gpus: float = 1,
               .remote(config, device, dict(sections or {})) for k in range(count)]
     endpoints: list[str] = ray.get([a.ready.remote(ready_timeout_s) for a in actors])  # type: ignore[attr-defined]
     logger.info("ray server actors ready: %s", ", ".join(endpoints))
-    return endpoints
-
-
-def discover_endpoints(timeout_s: float = 600.0) -> list[str]:
-    """The endpoints of every server actor on the connected cluster (sorted by name)."""
-    import ray
-
-    names = sorted(entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
-                   if entry["name"].startswith(NAME_PREFIX) and entry.get("namespace") == NAMESPACE)
-    if not names:
-        raise RuntimeError(f"no {NAME_PREFIX}* actors in Ray namespace {NAMESPACE!r}")
-    actors = [ray.get_actor(name, namespace=NAMESPACE) for name in names]
-    endpoints: list[str] = ray.get([a.ready.remote(timeout_s) for a in actors])
     return endpoints
 
 

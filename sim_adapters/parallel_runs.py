@@ -293,7 +293,8 @@ def _ray_task(job: WorkerJob, events: Any) -> None:  # pragma: no cover - runs i
 def main_parallel(args: Any, settings: Any, adapter_settings: AdapterSettings) -> int:
     """``run-sim`` with ``--workers N`` > 1 or ``--ray``: hello once, run the workers, print/write the summary.
 
-    With ``--ray``, ``--server ray`` connects to the server actors of :mod:`bridge.ray_servers`.
+    With ``--ray``, ``--server ray`` connects to the server actors of :mod:`bridge.ray_servers`
+    (found by :mod:`bridge.ray_discovery`).
     """
     if args.video:
         print("run-sim: --video records in one process; use --workers 1", file=sys.stderr)
@@ -329,7 +330,7 @@ def _main_parallel(args: Any, settings: Any, adapter_settings: AdapterSettings) 
 
     try:
         if args.ray and args.server == "ray":  # the server actors of bridge.ray_servers
-            from bridge.ray_servers import discover_endpoints
+            from bridge.ray_discovery import discover_endpoints
 
             servers = tuple(discover_endpoints())
         else:

@@ -37,8 +37,9 @@ WIRE = {
     "bridge.image_args",
     "bridge.config",
 }
-CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints"}
-TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner"}
+CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints", "bridge.ray_discovery"}
+TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner", "bridge.device_servers", "bridge.proxy",
+       "bridge.ray_servers"}
 
 
 def layer_of(module: str) -> str:
