@@ -21,6 +21,9 @@ from bridge.endpoints import PoolPolicy
 from bridge.errors import BridgeError
 
 
+START_DELAY_S = 3.0  # from the spawn of the load processes to their first request (their start-up fits in)
+
+
 @dataclass(frozen=True)
 class AsyncLoad:
     endpoints: tuple[str, ...]  # one (a proxy, a server) or several (the client's endpoint pool)
@@ -81,7 +84,7 @@ def _process_main(load: AsyncLoad, results: Any) -> None:  # pragma: no cover - 
 
 def run_load(endpoints: Sequence[str], clients: int, processes: int, frame_hw: tuple[int, int], warmup_s: float,
              duration_s: float, *, timeout_s: float = 30.0, record_outcomes: bool = False,
-             start_delay_s: float = 4.0) -> dict[str, Any]:
+             start_delay_s: float = START_DELAY_S) -> dict[str, Any]:
     """``clients`` closed-loop clients in ``processes`` processes -> pooled counts, latencies, errors."""
     context = mp.get_context("spawn")
     results: Any = context.Queue()

@@ -79,7 +79,7 @@ def gpu_options(args: argparse.Namespace) -> GpuOptions:
 def scaleout_options(args: argparse.Namespace) -> ScaleoutOptions:
     options = ScaleoutOptions(torch_threads=args.torch_threads)
     if args.quick:
-        options = replace(options, servers=(1, 2), clients=32, warmup_s=0.5, duration_s=1.0,
+        options = replace(options, servers=(1, 2), clients=32, warmup_s=0.5, duration_s=1.0, repeats=1,
                           failover_duration_s=4.0, failover_kill_after_s=1.0, sim_episodes=2, sim_workers=(1, 2))
     if args.duration_s:
         options = replace(options, duration_s=args.duration_s)

@@ -7,7 +7,8 @@
    (asyncio coroutines in a few processes, :mod:`bench.async_load`) reach them either with the
    **endpoint list** (``AsyncBridgeClient([...])``: least-in-flight routing) or through the
    **proxy** (:class:`bridge.proxy.ZmqProxy`, libzmq's round-robin device). Efficiency =
-   throughput(n) ÷ (n × throughput(1)) in the same mode.
+   throughput(n) ÷ (n × throughput(1)) in the same mode; each figure is the median of
+   ``repeats`` windows, the two modes alternating (list, proxy, proxy, list, …).
 2. **Failover.** Two servers, 256 clients with the endpoint list (``timeout_s`` = 1 s); one server
    is SIGKILLed under load. Figures: the time until every client has had a reply again, and the
    replies lost (requests whose caller got an error; in-flight ones are retried elsewhere).
@@ -30,7 +31,7 @@ from typing import Any
 
 import tomllib
 
-from bench.async_load import run_load
+from bench.async_load import START_DELAY_S, run_load
 from bench.processes import NULL_POLICY_KIND, REPO_ROOT, ServerProcess, server_table
 from bench.stats import ratio, summarize
 from bridge.proxy import ZmqProxy
@@ -49,6 +50,7 @@ class ScaleoutOptions:
     warmup_s: float = 1.5
     duration_s: float = 4.0
     modes: tuple[str, ...] = ("list", "proxy")
+    repeats: int = 3  # windows per mode and server count, alternating (list, proxy, proxy, list, ...)
     failover_timeout_s: float = 5.0  # above the queueing delay of 256 clients on one server (~1 s)
     failover_kill_after_s: float = 2.0  # after the window opens
     failover_duration_s: float = 8.0
@@ -83,28 +85,40 @@ def _point(endpoints: list[str], options: ScaleoutOptions, timeout_s: float = 30
                     options.warmup_s, duration_s or options.duration_s, timeout_s=timeout_s, record_outcomes=record)
 
 
+def _window(mode: str, endpoints: list[str], options: ScaleoutOptions) -> dict[str, Any]:
+    """One measuring window: the clients reach the servers by the endpoint list or through a proxy."""
+    if mode != "proxy":
+        return _point(endpoints, options)
+    proxy = ZmqProxy("tcp://127.0.0.1:*", endpoints).start()
+    time.sleep(0.3)  # the DEALER connects to every backend before the first request
+    try:
+        return _point([proxy.frontend], options)
+    finally:
+        proxy.stop()
+
+
 def measure_throughput(options: ScaleoutOptions, work_dir: Path, progress: bool) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     for n in options.servers:
         with ExitStack() as stack:
             servers = _servers(n, options, work_dir, stack)
             endpoints = [s.endpoint for s in servers]
-            for mode in options.modes:
-                if mode == "proxy":
-                    proxy = ZmqProxy("tcp://127.0.0.1:*", endpoints).start()
-                    time.sleep(0.3)  # the DEALER connects to every backend before the first request
-                    try:
-                        load = _point([proxy.frontend], options)
-                    finally:
-                        proxy.stop()
-                else:
-                    load = _point(endpoints, options)
-                point = {"servers": n, "mode": mode, "throughput_rps": load["throughput_rps"],
+            windows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in options.modes}
+            for r in range(options.repeats):
+                for mode in options.modes if r % 2 == 0 else tuple(reversed(options.modes)):
+                    windows[mode].append(_window(mode, endpoints, options))
+            for mode, loads in windows.items():
+                rates = sorted(load["throughput_rps"] for load in loads)
+                point = {"servers": n, "mode": mode, "throughput_rps": rates[len(rates) // 2],
+                         "window_throughputs_rps": rates,
                          "capacity_rps": n * options.max_batch / (options.batch_ms / 1000.0),
-                         "latency": summarize(load["latencies_ms"]).as_dict(), "errors": load["errors"]}
+                         "latency": summarize([v for load in loads for v in load["latencies_ms"]]).as_dict(),
+                         "errors": {code: sum(load["errors"].get(code, 0) for load in loads)
+                                    for code in {c for load in loads for c in load["errors"]}}}
                 points.append(point)
                 if progress:
-                    logger.warning("scaleout: %d server(s), %s: %.0f act/s", n, mode, point["throughput_rps"])
+                    logger.warning("scaleout: %d server(s), %s: %.0f act/s (windows %s)", n, mode,
+                                   point["throughput_rps"], [round(x) for x in rates])
     for point in points:
         base = next(p["throughput_rps"] for p in points if p["servers"] == 1 and p["mode"] == point["mode"])
         point["efficiency_vs_linear"] = ratio(point["throughput_rps"], point["servers"] * base)
@@ -140,7 +154,7 @@ def measure_failover(options: ScaleoutOptions, work_dir: Path) -> dict[str, Any]
             killed["at"] = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
 
-        delay_s = 4.0 + options.warmup_s + options.failover_kill_after_s  # run_load's start delay + warm-up
+        delay_s = START_DELAY_S + options.warmup_s + options.failover_kill_after_s  # run_load's start delay + warm-up
         timer = threading.Timer(delay_s, kill)
         timer.start()
         try:
