@@ -20,7 +20,6 @@ from bridge.aio_client import AsyncBridgeClient
 from bridge.endpoints import PoolPolicy
 from bridge.errors import BridgeError
 
-
 START_DELAY_S = 3.0  # from the spawn of the load processes to their first request (their start-up fits in)
 
 
