@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ class ZmqProxy:
             self._back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl_ms)
         for backend in self.backends:
             self._back.connect(backend)
-        control_endpoint = f"inproc://vtla-proxy-control-{id(self)}"
+        control_endpoint = f"inproc://vtla-proxy-control-{uuid.uuid4().hex}"  # unique: closing unbinds lazily
         self._control = self._context.socket(zmq.PAIR)
         self._control.bind(control_endpoint)
         self._command = self._context.socket(zmq.PAIR)
