@@ -94,3 +94,12 @@ def test_proxy_skips_a_stopped_backend(three_servers, proxy) -> None:
             client.act(image=FRAME)
     counts = [s.loop.state.counters["act_requests"] for s in three_servers[1:]]
     assert sum(counts) == 20 and min(counts) >= 5, counts  # none waited on the stopped one
+
+
+def test_proxies_start_and_stop_repeatedly_in_one_process() -> None:
+    from bridge.proxy import ZmqProxy
+
+    for _ in range(5):  # each has its own control endpoint: no "address in use"
+        proxy = ZmqProxy("tcp://127.0.0.1:0", ["tcp://127.0.0.1:9"]).start()
+        assert proxy.frontend.startswith("tcp://127.0.0.1:")
+        proxy.stop()
