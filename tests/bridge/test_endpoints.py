@@ -127,7 +127,7 @@ def test_async_client_many_in_flight_survives_a_killed_server(two_server_process
 
 
 def test_a_server_that_comes_back_gets_traffic_again() -> None:
-    cfg = server_config()
+    cfg = server_config(vlm={"enabled": False})
     first = InferenceServer(cfg, load_policy=lambda *a: EchoPolicy())
     other = InferenceServer(cfg, load_policy=lambda *a: EchoPolicy())
     first.start()
