@@ -1,4 +1,4 @@
-"""``vtla-bridge bench {transport,batching,control,gpu,all}``: run, print the table, write JSON and plots.
+"""``vtla-bridge bench {transport,batching,control,engine,gpu,all}``: run, print the table, write JSON and plots.
 
     vtla-bridge bench all                 # everything, < ~10 min on a 2-core CPU box
     vtla-bridge bench transport --iters 300
@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.batching import BatchingOptions, run_batching
 from bench.control import ControlOptions, run_control
+from bench.engine import EngineOptions, run_engine
 from bench.gpu import GpuOptions, GpuUnavailable, run_gpu
 from bench.plots import plot
 from bench.report import Figure, figures_for, markdown_table, text_table, write_json
@@ -32,7 +33,7 @@ from bench.transport import TransportOptions, run_transport
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("transport", "batching", "control", "gpu", "scaleout")
+BENCHMARKS = ("transport", "batching", "control", "engine", "gpu", "scaleout")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Runner = Callable[[argparse.Namespace, Path, bool], dict[str, Any]]
@@ -76,6 +77,17 @@ def gpu_options(args: argparse.Namespace) -> GpuOptions:
     return options
 
 
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    options = EngineOptions()
+    if args.quick:
+        options = options.quick()
+    if args.duration_s:
+        options = replace(options, duration_s=args.duration_s)
+    if args.clients:
+        options = replace(options, clients=tuple(int(c) for c in args.clients.split(",")))
+    return options
+
+
 def scaleout_options(args: argparse.Namespace) -> ScaleoutOptions:
     options = ScaleoutOptions(torch_threads=args.torch_threads)
     if args.quick:
@@ -90,6 +102,7 @@ RUNNERS: dict[str, Runner] = {
     "transport": lambda a, w, p: run_transport(transport_options(a), w, p),
     "batching": lambda a, w, p: run_batching(batching_options(a), w, p),
     "control": lambda a, w, p: run_control(control_options(a), w, p),
+    "engine": lambda a, w, p: run_engine(engine_options(a), w, p),
     "gpu": lambda a, w, p: run_gpu(gpu_options(a), w, p),
     "scaleout": lambda a, w, p: run_scaleout(scaleout_options(a), w, p),
 }

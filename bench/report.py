@@ -15,6 +15,7 @@ COMMANDS = {
     "transport": "vtla-bridge bench transport",
     "batching": "vtla-bridge bench batching",
     "control": "vtla-bridge bench control",
+    "engine": "vtla-bridge bench engine",
     "gpu": "vtla-bridge bench gpu",
     "scaleout": "vtla-bridge bench scaleout",
 }
@@ -266,10 +267,65 @@ def scaleout_figures(result: Mapping[str, Any]) -> list[Figure]:
     return figures
 
 
+def engine_figures(result: Mapping[str, Any]) -> list[Figure]:
+    """DESIGN.md §6 targets with the simulated H200 presets (bench/engine.py)."""
+    cmd = COMMANDS["engine"]
+    figures: list[Figure] = []
+    targets = {64: 0.90, 256: 0.85}
+    for point in result.get("batching", []):
+        eff = float(point.get("efficiency") or math.nan)
+        n = point["clients"]
+        target = targets.get(n)
+        figures.append(Figure(
+            "engine", f"batching efficiency, {n} clients",
+            f"{_f(eff * 100, 0, ' %')} ({_f(point.get('throughput_rps'), 0)} of {_f(point.get('ideal_rps'), 0)} obs/s)",
+            f">= {target * 100:.0f} %" if target else "—", _judge(eff, eff >= target) if target else None, cmd,
+        ))
+    control = result.get("control", {})
+    for key, entry in control.items():
+        if not key.startswith("streams_"):
+            continue
+        r = float(entry.get("p99_vs_idle") or math.nan)
+        judged = key == "streams_32"
+        figures.append(Figure(
+            "engine", f"act p99 with {key.removeprefix('streams_')} caption streams vs idle",
+            f"{_f(r)}x ({_f(entry['act'].get('p99_ms'), 1)} vs {_f(control['idle']['act'].get('p99_ms'), 1)} ms)",
+            "<= 1.25x" if judged else "—", _judge(r, r <= 1.25) if judged else None, cmd,
+        ))
+    gen = result.get("generation", {})
+    if gen:
+        r = float(gen.get("ratio") or math.nan)
+        figures.append(Figure(
+            "engine", f"tokens/s of {gen['streams']} streams under {gen['act_clients']}-client act load vs alone",
+            f"{_f(r * 100, 0, ' %')} ({_f(gen.get('loaded_tokens_per_s'), 0)} vs "
+            f"{_f(gen.get('alone_tokens_per_s'), 0)})",
+            ">= 30 %", _judge(r, r >= 0.30), cmd,
+        ))
+    cancel = result.get("cancellation", {})
+    if cancel:
+        steps = cancel.get("decode_steps_to_free")
+        figures.append(Figure(
+            "engine", f"slots of {cancel['clients']} vanished streaming clients freed",
+            f"{cancel.get('slots_freed')}/{cancel.get('active_at_close')} in "
+            f"{_f(cancel.get('time_to_free_ms'), 1, ' ms')}, {steps} decode steps",
+            "within 2 decode steps of detection", None, cmd,
+        ))
+    fair = result.get("fairness", {})
+    if fair:
+        r = float(fair.get("p99_ratio") or math.nan)
+        figures.append(Figure(
+            "engine", "polite 10 Hz client p99 next to a flooder vs alone",
+            f"{_f(r)}x ({_f(fair['next_to_flooder'].get('p99_ms'), 1)} vs {_f(fair['alone'].get('p99_ms'), 1)} ms)",
+            "<= 1.5x", _judge(r, r <= 1.5), cmd,
+        ))
+    return figures
+
+
 FIGURES = {
     "transport": transport_figures,
     "batching": batching_figures,
     "control": control_figures,
+    "engine": engine_figures,
     "gpu": gpu_figures,
     "scaleout": scaleout_figures,
 }

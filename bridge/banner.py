@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bridge.config import BridgeConfig
 from bridge.server import InferenceServer
+from models.model_kinds import SIMULATED_KIND
 
 _RULE = "=" * 72
 
@@ -25,6 +26,8 @@ def banner(config: BridgeConfig, server: InferenceServer, config_source: str | N
             continue
         info = loaded.info
         tag = "  <<< RANDOM WEIGHTS >>>" if info.random_weights else ""
+        if info.kind == SIMULATED_KIND:
+            tag = f"  <<< SIMULATED: {info.device} timing, no model runs >>>"
         lines.append(
             f" {loaded.role:<6} {info.name} ({info.kind}) from {info.source}: {info.parameters / 1e6:.2f} M params{tag}"
         )

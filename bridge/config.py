@@ -54,6 +54,16 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    """The loop's scheduling policy (bridge/scheduling_policy.py)."""
+
+    vlm_min_share: float = 0.3  # loop time guaranteed to generation while acts also wait
+    admission_share: float = 0.5  # of generation time: admission units vs decode steps, when both wait
+    pad_batches: bool = True  # pad act batches to 1, 2, 4, ... max_batch (one shape per bucket)
+    max_batch_ms: float = 0.0  # >0: act batches no longer than this (learnt), one row per waiting client at least
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     device: str = "auto"  # auto -> cuda if available, else cpu
     dtype: str = "auto"  # auto -> bfloat16 on cuda, float32 on cpu
@@ -102,6 +112,7 @@ class BridgeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     vlm: VlmConfig = field(default_factory=VlmConfig)
@@ -122,6 +133,12 @@ def _validate(cfg: BridgeConfig) -> None:
     for name in ("max_image_width", "max_image_height", "max_image_pixels", "max_array_bytes"):
         _positive(f"limits.{name}", getattr(cfg.limits, name))
     _positive("batching.max_batch", cfg.batching.max_batch)
+    if cfg.scheduler.max_batch_ms < 0:
+        raise ConfigError(f"scheduler.max_batch_ms: must be >= 0, got {cfg.scheduler.max_batch_ms}")
+    for name in ("vlm_min_share", "admission_share"):
+        value = getattr(cfg.scheduler, name)
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"scheduler.{name}: must be in (0, 1), got {value}")
     if cfg.device.cpu_threads < 0:
         raise ConfigError(f"device.cpu_threads: must be >= 0, got {cfg.device.cpu_threads}")
     if cfg.batching.max_wait_ms < 0:

@@ -1,12 +1,13 @@
 """The inference loop: one thread that owns the models and the device.
 
 Per iteration (see docs/architecture.md):
-1. take everything waiting in the inbox; validate ``act`` observations and bucket them by shape;
-2. control first: run one forward per shape bucket (up to ``max_batch`` each) and reply;
-3. otherwise advance the VLM: admit one waiting generation request into a free slot, or run
-   one ``Generator.step()``: a unit of admission work (a few crops, a prefill) or one decode
-   step for all decoding sequences together.
-Because VLM work advances one unit at a time, an ``act`` waits at most one such unit.
+1. take everything waiting in the inbox (validate ``act`` observations, apply ``cancel`` notes);
+   end cancelled work and work whose deadline passed (queued, admitting or decoding);
+2. run control work (``reset``); admit waiting generation requests into free KV slots;
+3. ask the scheduling policy (bridge/scheduling_policy.py) for the next device unit: one act
+   batch, one admission unit or one decode step; run it and charge its time to the policy.
+Because generation advances one bounded unit at a time, an ``act`` waits at most one unit
+when it arrives, and the policy's budgets keep generation progressing while acts saturate.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import BridgeConfig, resolve_device
-from bridge.protocol import OP_ACT, OP_RESET, ErrorCode, ProtocolError
+from bridge.protocol import OP_ACT, OP_CANCEL, OP_RESET, ErrorCode, ProtocolError
+from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Outbox, Work
 from models import model_kinds
-from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo
+from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo, ReadyWork
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,17 @@ class LoopState:
     gpu_memory_gb: float | None = None
     policy: LoadedModel | None = None
     vlm: LoadedModel | None = None
-    counters: dict[str, int] = field(default_factory=lambda: {"act_batches": 0, "act_requests": 0, "decode_steps": 0})
+    generation_active: int = 0  # requests holding a KV slot (admitting or decoding), per iteration
+    generation_waiting: int = 0  # generation requests waiting for a slot
+    counters: dict[str, int] = field(
+        default_factory=lambda: {
+            "act_batches": 0,
+            "act_requests": 0,
+            "admission_units": 0,
+            "decode_steps": 0,
+            "generation_cancelled": 0,
+        }
+    )
 
 
 def _shutting_down() -> ProtocolError:
@@ -79,10 +90,8 @@ class InferenceLoop:
         self._load_generator = load_generator
         self._policy: ActPolicy | None = None
         self._generator: Generator | None = None
-        self._buckets: dict[Hashable, deque[Work]] = {}
-        self._gen_waiting: deque[Work] = deque()
-        self._gen_active: dict[int, Work] = {}
-        self._control: deque[Work] = deque()
+        self.policy = self._new_policy()
+        self._gen_active: dict[int, Work] = {}  # generation key -> admitted work (admitting or decoding)
         self._stop_at: float | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-loop", daemon=True)
@@ -102,6 +111,14 @@ class InferenceLoop:
         """Finish queued and active work for up to ``grace_s``, then fail the rest."""
         self._stop_at = time.perf_counter() + grace_s
         self.state.status = "stopping"
+
+    def _new_policy(self) -> SchedulingPolicy:
+        sched = self.config.scheduler
+        policy = SchedulingPolicy(
+            self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share, sched.max_batch_ms
+        )
+        policy.set_batch_key(lambda work: work.batch_key)
+        return policy
 
     @property
     def generator(self) -> Generator | None:
@@ -166,7 +183,7 @@ class InferenceLoop:
             self.state.gpu_memory_gb = torch.cuda.memory_allocated(self.state.device) / 2**30
 
     def _has_work(self) -> bool:
-        return bool(self._buckets or self._gen_waiting or self._control or self._gen_active)
+        return self.policy.has_waiting() or bool(self._gen_active)
 
     def _serve(self) -> None:
         last_memory_s = time.perf_counter()
@@ -178,17 +195,29 @@ class InferenceLoop:
             if now - last_memory_s > _GPU_MEMORY_EVERY_S:
                 self._update_gpu_memory()
                 last_memory_s = now
-            while self._control:
-                self._run_control(self._control.popleft())
-            if self._buckets:
-                self._wait_for_stragglers()
-                self._run_act_batches()
+            self._end_cancelled_and_expired(now)
+            while self.policy.control:
+                self._run_control(self.policy.control.popleft())
+            self._admit_waiting()
+            self.state.generation_active = len(self._gen_active)
+            self.state.generation_waiting = len(self.policy.generation)
+            ready = self._generator.ready() if self._generator is not None else ReadyWork()
+            decision = self.policy.schedule(ready)
+            if decision.unit is Unit.IDLE:
                 continue
-            if self._gen_waiting and self._generator is not None and self._generator.free_slots() > 0:
-                self._admit(self._gen_waiting.popleft())
-                continue
-            if self._gen_active:
-                self._step()
+            if decision.unit is Unit.ACT and self._wait_for_stragglers(decision):
+                continue  # the batch grew: decide again with the stragglers in it
+            start = time.perf_counter()
+            self._execute(decision)
+            self.policy.charge(decision, time.perf_counter() - start)
+
+    def _execute(self, decision: Decision) -> None:
+        if decision.unit is Unit.ACT:
+            self._forward(list(decision.batch))
+        elif decision.unit is Unit.ADMISSION:
+            self._generation_unit(admission=True)
+        elif decision.unit is Unit.DECODE:
+            self._generation_unit(admission=False)
 
     def _intake(self, block: bool) -> None:
         try:
@@ -203,6 +232,12 @@ class InferenceLoop:
                 return
 
     def _accept(self, work: Work) -> None:
+        if work.op == OP_CANCEL:
+            self._cancel(work)
+            return
+        if work.cancel_code is not None:  # cancelled while it was being parsed
+            self._end(work, _ended(work.cancel_code))
+            return
         if work.op == OP_ACT:
             policy = self._policy
             if policy is None:
@@ -210,15 +245,50 @@ class InferenceLoop:
                 return
             try:
                 policy.validate(work.payload)
-                key = policy.batch_key(work.payload)
+                work.batch_key = policy.batch_key(work.payload)
             except Exception as exc:
                 self.outbox.fail(work, exc, "validation")
                 return
-            self._buckets.setdefault(key, deque()).append(work)
+            self.policy.acts.push(work)
         elif work.op == OP_RESET:
-            self._control.append(work)
+            self.policy.control.append(work)
         else:
-            self._gen_waiting.append(work)
+            self.policy.generation.push(work)
+
+    # ------------------------------------------------------------------ cancellation and deadlines
+
+    def _cancel(self, note: Work) -> None:
+        """A ``cancel`` note from the I/O thread: end ``note.payload`` (the target Work) now."""
+        target: Work = note.payload
+        if not target.done:
+            self._end(target, _ended(target.cancel_code or ErrorCode.CANCELLED))
+
+    def _end(self, work: Work, exc: ProtocolError) -> None:
+        """The final error of queued, admitting or decoding work; its KV slot is free for the next unit."""
+        if work.done:
+            return
+        key = getattr(work.payload, "key", None)
+        if key is not None and self._gen_active.pop(key, None) is not None and self._generator is not None:
+            self._generator.cancel(key)
+            self.state.counters["generation_cancelled"] += 1
+        self.outbox.error(work, exc)  # sets work.done: queued copies are pruned below
+
+    def _end_cancelled_and_expired(self, now_s: float) -> None:
+        """Flagged work ends; generation whose deadline passed during generation ends too."""
+        for work in list(self._gen_active.values()):
+            if work.cancel_code is not None:
+                self._end(work, _ended(work.cancel_code))
+            elif work.expired(now_s):
+                self._end(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed during generation"))
+        for waiting in (self.policy.acts, self.policy.generation):
+            for work in waiting:
+                if work.cancel_code is not None:
+                    self._end(work, _ended(work.cancel_code))
+                elif work.expired(now_s):
+                    self._end(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed while queued"))
+            waiting.prune(lambda work: work.done)
+
+    # ------------------------------------------------------------------ units of work
 
     def _run_control(self, work: Work) -> None:
         work.started_s = time.perf_counter()
@@ -226,97 +296,88 @@ class InferenceLoop:
             if self._policy is not None:
                 self._policy.reset(work.payload)
             self.outbox.success(work, {})
-        except Exception:
-            logger.exception("reset failed")
-            self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "reset failed"))
+        except Exception as exc:
+            self.outbox.fail(work, exc, "reset")
 
-    def _wait_for_stragglers(self) -> None:
-        """With ``max_wait_ms`` > 0, let a small batch grow until its oldest request waited that long."""
+    def _wait_for_stragglers(self, decision: Decision) -> bool:
+        """With ``max_wait_ms`` > 0 and no generation running, let a small batch grow until its oldest
+        request waited that long. -> True when it grew (the batch is put back to be re-decided)."""
         max_wait_s = self.config.batching.max_wait_ms / 1000.0
-        if max_wait_s <= 0 or self._gen_active:
-            return
-        oldest = min(bucket[0].received_s for bucket in self._buckets.values())
-        while sum(map(len, self._buckets.values())) < self.config.batching.max_batch:
-            remaining_s = oldest + max_wait_s - time.perf_counter()
+        batch = decision.batch
+        if max_wait_s <= 0 or self._gen_active or len(batch) >= self.config.batching.max_batch:
+            return False
+        deadline_s = min(w.received_s for w in batch) + max_wait_s
+        grew = False
+        while len(self.policy.acts) + len(batch) < self.config.batching.max_batch:
+            remaining_s = deadline_s - time.perf_counter()
             if remaining_s <= 0:
-                return
+                break
             try:
                 self._accept(self.inbox.get(timeout=remaining_s))
+                grew = True
             except queue.Empty:
-                return
-
-    def _run_act_batches(self) -> None:
-        assert self._policy is not None
-        max_batch = self.config.batching.max_batch
-        for key in list(self._buckets):
-            bucket = self._buckets[key]
-            now = time.perf_counter()
-            batch: list[Work] = []
-            while bucket and len(batch) < max_batch:
-                work = bucket.popleft()
-                if work.expired(now):
-                    self.outbox.error(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed while queued"))
-                else:
-                    batch.append(work)
-            if not bucket:
-                del self._buckets[key]
-            if batch:
-                self._forward(batch)
+                break
+        if grew:
+            for work in reversed(batch):
+                self.policy.acts.push_front(work)
+        return grew
 
     def _forward(self, batch: list[Work]) -> None:
         assert self._policy is not None
         start = time.perf_counter()
+        rows = len(batch)
+        bucket = bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
+        payloads = [w.payload for w in batch] + [batch[-1].payload] * (bucket - rows)  # padding rows
         try:
-            actions = self._policy.act([w.payload for w in batch])  # (B, H, action_dim)
-        except Exception:
-            logger.exception("policy forward failed for a batch of %d", len(batch))
+            actions = self._policy.act(payloads)[:rows]  # (B, H, action_dim)
+        except Exception as exc:
             for work in batch:
-                self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "policy forward failed"))
+                self.outbox.fail(work, exc, f"policy forward (batch of {rows})")
             return
         compute_ms = (time.perf_counter() - start) * 1000.0
         self.state.counters["act_batches"] += 1
-        self.state.counters["act_requests"] += len(batch)
+        self.state.counters["act_requests"] += rows
         for i, work in enumerate(batch):
-            work.started_s, work.compute_ms, work.batch_size = start, compute_ms, len(batch)
+            work.started_s, work.compute_ms, work.batch_size = start, compute_ms, rows
+            work.bucket = bucket if self.config.scheduler.pad_batches else 0
             self.outbox.success(work, {"actions": actions[i], "action": actions[i, 0]})
 
-    def _admit(self, work: Work) -> None:
-        assert self._generator is not None
-        now = time.perf_counter()
-        if work.expired(now):
-            self.outbox.error(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed while queued"))
+    def _admit_waiting(self) -> None:
+        generator = self._generator
+        if generator is None or not self.policy.generation:
             return
-        work.started_s = now
-        key = work.payload.key
-        try:
-            events = self._generator.admit(work.payload)
-        except Exception as exc:
-            if not isinstance(exc, InputError):  # bad input takes no slot; anything else may have
-                self._generator.cancel(key)
-            self.outbox.fail(work, exc, "generation")
-            return
-        work.compute_ms += (time.perf_counter() - now) * 1000.0
-        self._gen_active[key] = work
-        self._dispatch(events)
+        for work in self.policy.admissions(generator.free_slots()):
+            work.started_s = time.perf_counter()
+            key = work.payload.key
+            try:
+                generator.admit(work.payload)
+            except Exception as exc:
+                if not isinstance(exc, InputError):  # bad input takes no slot; anything else may have
+                    generator.cancel(key)
+                self.outbox.fail(work, exc, "generation")
+                continue
+            self._gen_active[key] = work
 
-    def _step(self) -> None:
-        assert self._generator is not None
+    def _generation_unit(self, admission: bool) -> None:
+        generator = self._generator
+        assert generator is not None
         start = time.perf_counter()
-        active = len(self._gen_active)
+        decoding = len(self._gen_active)
         try:
-            events = self._generator.step()
-        except Exception:
-            logger.exception("decode step failed; failing %d active sequences", active)
+            events = generator.admission_unit() if admission else generator.decode_step()
+        except Exception as exc:
+            what = "admission" if admission else f"decode step ({decoding} sequences)"
             for key, work in list(self._gen_active.items()):
-                self._generator.cancel(key)
-                self.outbox.error(work, ProtocolError(ErrorCode.INTERNAL, "generation failed"))
+                generator.cancel(key)
+                self.outbox.fail(work, exc, what)
             self._gen_active.clear()
             return
-        step_ms = (time.perf_counter() - start) * 1000.0
-        self.state.counters["decode_steps"] += 1
-        for work in self._gen_active.values():
-            work.compute_ms += step_ms
-            work.batch_size = max(work.batch_size, active)
+        unit_ms = (time.perf_counter() - start) * 1000.0
+        self.state.counters["admission_units" if admission else "decode_steps"] += 1
+        if not admission:
+            for work in self._gen_active.values():
+                work.compute_ms += unit_ms
+                work.batch_size = max(work.batch_size, decoding)
         self._dispatch(events)
 
     def _dispatch(self, events: list[GenerationEvent]) -> None:
@@ -326,10 +387,7 @@ class InferenceLoop:
                 continue
             if event.chunk and work.payload.stream:
                 self.outbox.partial(work, event.chunk)
-            if event.error is not None:
-                del self._gen_active[event.key]
-                self.outbox.error(work, ProtocolError(ErrorCode.BAD_REQUEST, event.error))
-            elif event.result is not None:
+            if event.result is not None:
                 del self._gen_active[event.key]
                 self.outbox.success(work, event.result)
 
@@ -339,14 +397,23 @@ class InferenceLoop:
                 self._accept(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        pending = [w for bucket in self._buckets.values() for w in bucket]
-        pending += [*self._gen_waiting, *self._control, *self._gen_active.values()]
+        pending = [*self.policy.acts, *self.policy.generation, *self.policy.control, *self._gen_active.values()]
         if self._generator is not None:
             for key in list(self._gen_active):
                 self._generator.cancel(key)
-        self._buckets.clear()
-        self._gen_waiting.clear()
-        self._control.clear()
+        self.policy = self._new_policy()
         self._gen_active.clear()
         for work in pending:
-            self.outbox.error(work, exc)
+            if not work.done:
+                self.outbox.error(work, exc)
+
+
+_END_MESSAGES = {
+    ErrorCode.CANCELLED: "cancelled (by the client, or its stream could not be delivered)",
+    ErrorCode.DEADLINE_EXCEEDED: "deadline passed",
+}
+
+
+def _ended(code: str) -> ProtocolError:
+    """The final error of work the I/O thread flagged with ``cancel_code``."""
+    return ProtocolError(code, _END_MESSAGES.get(code, "request ended"))

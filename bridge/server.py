@@ -27,6 +27,7 @@ from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head,
 from bridge.protocol import (
     GENERATION_OPS,
     OP_ACT,
+    OP_CANCEL,
     OP_HEALTH,
     OP_HELLO,
     OP_RESET,
@@ -39,6 +40,7 @@ from bridge.protocol import (
 )
 from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
+from models.model_kinds import SIMULATED_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class InferenceServer:
         self._decoders = ThreadPoolExecutor(config.server.decode_workers, thread_name_prefix="image-decode")
         self._inflight: Counter[ClientKey] = Counter()
         self._inflight_total = 0
+        self._pending: dict[tuple[ClientKey, int | str], Work] = {}  # (client, id) -> unanswered work
         self._keys = itertools.count(1)  # generation request keys, unique per server
         self._started_s = time.monotonic()
         self._stop_requested = threading.Event()
@@ -153,13 +156,26 @@ class InferenceServer:
         for out in self.outbox.drain():
             if out.final:
                 self._release(out.client)
-            self._send(sock, out.frames)
+                if out.work is not None and self._pending.get((out.client, out.work.request_id)) is out.work:
+                    del self._pending[(out.client, out.work.request_id)]
+            delivered = self._send(sock, out.frames)
+            if not delivered and not out.final and out.work is not None:
+                self._cancel_work(out.work)  # a stream chunk the client cannot receive: it is gone
 
-    def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> None:
+    def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> bool:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH) or its queue full (EAGAIN)
             logger.debug("reply dropped: %s", exc)
+            return False
+        return True
+
+    def _cancel_work(self, work: Work) -> None:
+        """Ask the loop to end ``work`` with ``cancelled`` (idempotent; the loop frees its slot)."""
+        if work.cancel_code is None:
+            work.cancel_code = ErrorCode.CANCELLED
+            self.loop.submit(Work(work.envelope, work.client, work.request_id, OP_CANCEL, time.perf_counter(),
+                                  None, payload=work))
 
     def _release(self, client: ClientKey) -> None:
         self._inflight_total -= 1
@@ -214,7 +230,7 @@ class InferenceServer:
 
     @staticmethod
     def _ops_for(config: BridgeConfig) -> frozenset[str]:
-        ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT}
+        ops = {OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET, OP_ACT, OP_CANCEL}
         if config.vlm.enabled:
             ops.update(GENERATION_OPS)
         return frozenset(ops)
@@ -226,10 +242,13 @@ class InferenceServer:
             timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": elapsed_ms, "batch_size": 1}
             self._send(sock, [*envelope, b"", *encode_message(success_header(head.request_id, result, timing))])
             return
+        client: ClientKey = tuple(envelope)
+        if head.op == OP_CANCEL:
+            self._reply_cancel(sock, envelope, client, head, received_s)
+            return
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
         self._check_model(head.op)
-        client: ClientKey = tuple(envelope)
         if self._inflight_total >= self.config.server.max_inflight:
             raise ProtocolError(ErrorCode.OVERLOADED, f"server queue is full ({self._inflight_total} requests)")
         if self._inflight[client] >= self.config.server.max_inflight_per_client:
@@ -240,6 +259,7 @@ class InferenceServer:
             )
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
         work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s)
+        self._pending[(client, head.request_id)] = work
         self._inflight_total += 1
         self._inflight[client] += 1
         key = next(self._keys)
@@ -247,6 +267,21 @@ class InferenceServer:
             self._decoders.submit(self._prepare_and_submit, work, head.args, key)
         else:
             self._prepare_and_submit(work, head.args, key)
+
+    def _reply_cancel(
+        self, sock: zmq.Socket[Any], envelope: list[bytes], client: ClientKey, head: RequestHead, received_s: float
+    ) -> None:
+        """``cancel`` {id}: end that request of the same client; answers whether it was pending."""
+        target_id = readable_id({"id": head.args.get("id")})
+        if target_id is None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "cancel needs args.id: the int or str id of an earlier request")
+        target = self._pending.get((client, target_id))
+        if target is not None:
+            self._cancel_work(target)
+        timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": (time.perf_counter() - received_s) * 1e3,
+                  "batch_size": 1}
+        header = success_header(head.request_id, {"cancelled": target is not None}, timing)
+        self._send(sock, [*envelope, b"", *encode_message(header)])
 
     def _check_model(self, op: str) -> None:
         state = self.loop.state
@@ -329,6 +364,7 @@ class InferenceServer:
                     "device": info.device,
                     "dtype": info.dtype,
                     "source": info.source,
+                    "simulated": info.kind == SIMULATED_KIND,
                 }
         status = state.status
         if status == "ok" and not self.loop.alive:
@@ -343,6 +379,7 @@ class InferenceServer:
             "queue_depth": self._inflight_total,
             "uptime_s": time.monotonic() - self._started_s,
             "counters": dict(state.counters),
+            "generation": {"active": state.generation_active, "waiting": state.generation_waiting},
         }
         if state.detail:
             result["detail"] = state.detail

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,12 @@ class Work:
     started_s: float = 0.0
     compute_ms: float = 0.0  # generation: accumulated model time for this request
     batch_size: int = 1
+    batch_key: Hashable = None  # act: the policy's batch key (set by the loop)
+    bucket: int = 0  # act: the padded batch size that ran (0: not padded)
+    # Set by the I/O thread to ask the loop to end this work (an ErrorCode: cancelled, ...);
+    # a single attribute write, read by the loop thread at its next iteration.
+    cancel_code: str | None = None
+    done: bool = False  # the final reply was queued (loop thread only)
 
     def expired(self, now_s: float) -> bool:
         return self.deadline_s is not None and now_s > self.deadline_s
@@ -47,6 +54,7 @@ class Outgoing:
     client: ClientKey
     frames: list[Buffer]  # envelope + b"" + header + buffers
     final: bool
+    work: Work | None = None  # the request this reply belongs to (None: answered by the I/O thread)
 
 
 class Outbox:
@@ -63,9 +71,13 @@ class Outbox:
     def wake_fd(self) -> int:
         return self._read_fd
 
-    def _put(self, client: ClientKey, envelope: list[bytes], header: dict[str, Any], final: bool) -> None:
+    def _put(self, work: Work, header: dict[str, Any], final: bool) -> None:
+        if work.done:  # exactly one final reply per request: nothing after it (e.g. a cancelled stream)
+            return
         frames = encode_message(header, self.frame_threshold_bytes)
-        self._queue.put(Outgoing(client, [*envelope, b"", *frames], final))
+        if final:
+            work.done = True
+        self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work))
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
@@ -92,13 +104,15 @@ class Outbox:
             "server_ms": (now - work.received_s) * 1000.0,
             "batch_size": work.batch_size,
         }
-        self._put(work.client, work.envelope, success_header(work.request_id, result, timing), True)
+        if work.bucket:
+            timing["bucket"] = work.bucket
+        self._put(work, success_header(work.request_id, result, timing), True)
 
     def partial(self, work: Work, chunk: str) -> None:
-        self._put(work.client, work.envelope, partial_header(work.request_id, chunk), False)
+        self._put(work, partial_header(work.request_id, chunk), False)
 
     def error(self, work: Work, exc: ProtocolError) -> None:
-        self._put(work.client, work.envelope, error_header(work.request_id, exc.code, exc.message), True)
+        self._put(work, error_header(work.request_id, exc.code, exc.message), True)
 
     def fail(self, work: Work, exc: BaseException, what: str) -> None:
         """The one mapping from an exception to an error reply: ProtocolError as it is,

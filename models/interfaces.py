@@ -5,8 +5,10 @@ Two kinds of model sit behind the server:
 * an :class:`ActPolicy` answers ``act``: single-shot, batched across clients (one forward per
   batch of observations that share a :meth:`ActPolicy.batch_key`);
 * a :class:`Generator` answers the step-wise ops (``caption``, ``query``, ``detect``,
-  ``point``): requests are *admitted* (image encode + prefill) and then all active sequences
-  advance together, one :meth:`Generator.step` at a time, so control work can run between steps.
+  ``point``): requests are *admitted* (image encode + prefill, in bounded admission units) and
+  then all decoding sequences advance together, one decode step at a time. The generator only
+  reports what work it has ready (:meth:`Generator.ready`); the server's scheduling policy
+  (bridge/scheduling_policy.py) decides which unit runs when.
 
 This module must stay free of torch imports: the server's I/O side and the tests use it
 without loading a model.
@@ -113,16 +115,27 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationEvent:
-    """Progress of one request: a streamed text chunk, a final result, or an input error."""
+    """Progress of one request: a streamed text chunk and/or its final result."""
 
     key: int
     chunk: str | None = None
     result: dict[str, Any] | None = None  # final: {"caption"|"answer": str, "finish_reason", "metrics"} ...
-    error: str | None = None  # final: bad input discovered during admission (-> bad_request)
 
     @property
     def final(self) -> bool:
-        return self.result is not None or self.error is not None
+        return self.result is not None
+
+
+@dataclass(frozen=True)
+class ReadyWork:
+    """What a generator could run now: admission units pending, sequences a decode step advances."""
+
+    admitting: int = 0  # requests with admission work left (one unit runs per admission_unit())
+    decoding: int = 0  # sequences one decode_step() advances together
+
+    @property
+    def any(self) -> bool:
+        return bool(self.admitting or self.decoding)
 
 
 class Generator(Protocol):
@@ -145,27 +158,27 @@ class Generator(Protocol):
 
     def free_slots(self) -> int: ...
 
-    def active(self) -> int:
-        """Number of sequences currently decoding."""
+    def admit(self, request: GenerationRequest) -> None:
+        """Take a free slot for this request; its admission work runs in later ``admission_unit()``
+        calls. Raises :class:`InputError` for bad input, leaving no slot taken."""
         ...
 
-    def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
-        """Take a free slot for this request.
-
-        The admission work (image encode, prefill) may run here or, better for control latency,
-        in the following ``step()`` calls, a bounded unit at a time. May already return events
-        (a first chunk, or a final result). Raises :class:`InputError` for bad input, leaving no
-        slot taken.
-        """
+    def ready(self) -> ReadyWork:
+        """The work this generator has ready; cheap (no device work, no host sync)."""
         ...
 
-    def step(self) -> list[GenerationEvent]:
-        """One bounded unit of work: an admission unit, or one decode step for all decoding
-        sequences together."""
+    def admission_unit(self) -> list[GenerationEvent]:
+        """One bounded admission unit (a chunk of crops, or a prefill) of the oldest admitting
+        request; after its prefill the request decodes (and may already have a chunk/result)."""
+        ...
+
+    def decode_step(self) -> list[GenerationEvent]:
+        """One decode step for all decoding sequences together."""
         ...
 
     def cancel(self, key: int) -> None:
-        """Drop a request (client gone or deadline passed) and free its slot."""
+        """Drop a request (cancelled, client gone, deadline passed, failure) and free its slot
+        for the next unit. Unknown keys are ignored."""
         ...
 
     def warmup(self) -> None: ...

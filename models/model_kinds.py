@@ -18,6 +18,8 @@ from vtla_contracts.model_spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 
+SIMULATED_KIND = "simulated"  # models/simulated: timing of a named device, no model runs
+
 # kind -> "module:callable"; the module is imported lazily so that the client stays light.
 POLICY_KINDS: Mapping[str, str] = MappingProxyType(
     {
@@ -27,11 +29,13 @@ POLICY_KINDS: Mapping[str, str] = MappingProxyType(
         "expert-pickplace": "models.experts:load_expert",
         "expert-touch": "models.experts:load_expert",
         "expert-fetch": "models.experts:load_expert",
+        SIMULATED_KIND: "models.simulated.policy:load_policy",
     }
 )
 GENERATOR_KINDS: Mapping[str, str] = MappingProxyType(
     {
         "moondream": "models.moondream.serving:load_generator",
+        SIMULATED_KIND: "models.simulated.generator:load_generator",
     }
 )
 

@@ -18,6 +18,7 @@ from models.interfaces import (
     InputError,
     ModelInfo,
     Observation,
+    ReadyWork,
 )
 
 CHUNK = 4
@@ -99,24 +100,26 @@ class WordGenerator:
     def free_slots(self) -> int:
         return self.slots - len(self._active)
 
-    def active(self) -> int:
-        return len(self._active)
+    def ready(self) -> ReadyWork:
+        return ReadyWork(admitting=0, decoding=len(self._active))
+
+    def admission_unit(self) -> list[GenerationEvent]:
+        return []
 
     def prepare(self, request: GenerationRequest) -> GenerationRequest:
         if request.text == "refuse early":
             raise InputError("the test generator refuses 'refuse early' while preparing")
         return request
 
-    def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
+    def admit(self, request: GenerationRequest) -> None:
         if request.text == "refuse":
             raise InputError("the test generator refuses 'refuse'")
         if self.free_slots() <= 0:
             raise RuntimeError("admit without a free slot")
         self._active[request.key] = (request, 0)
         self.max_active = max(self.max_active, len(self._active))
-        return []
 
-    def step(self) -> list[GenerationEvent]:
+    def decode_step(self) -> list[GenerationEvent]:
         self.steps += 1
         if self.step_s:
             time.sleep(self.step_s)

@@ -139,7 +139,7 @@ async def _stream_text(request: web.Request, op: str, args: dict[str, Any], rid:
         error = {"code": exc.code, "message": exc.message, "retryable": exc.retryable}
         await response.write(_sse({"completed": True, "request_id": rid, "error": error}))
     finally:
-        await events.aclose()
+        await events.aclose()  # early (the caller disconnected: a write failed): the client sends cancel
     await response.write_eof()
     return response
 

@@ -1,11 +1,12 @@
 """Continuous batching over a multi-slot KV cache: the :class:`models.interfaces.Generator` for Moondream.
 
-``admit`` reserves a free slot; the following ``step`` calls encode the image crops a chunk at a
-time and then prefill BOS + image tokens + prompt (admission units, alternating with decode
-steps); a decode ``step`` feeds one input for every decoding sequence in a single batched
-decoder forward over cache slots ``0..hi-1`` (``hi`` = highest active slot + 1; free slots in
-between run as masked dummy rows, which avoids gathering the cache). Slots are handed out
-lowest-first so the active range stays dense.
+``admit`` reserves a free slot; the following ``admission_unit`` calls encode the image crops a
+chunk at a time and then prefill BOS + image tokens + prompt; a ``decode_step`` feeds one input
+for every decoding sequence in a single batched decoder forward over cache slots ``0..hi-1``
+(``hi`` = highest active slot + 1; free slots in between run as masked dummy rows, which avoids
+gathering the cache). Slots are handed out lowest-first so the active range stays dense. Which
+unit runs when is the server's scheduling policy's decision (bridge/scheduling_policy.py), from
+what ``ready()`` reports.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from models.interfaces import GenerationEvent, GenerationRequest, GenerationSettings, InputError, ModelInfo
+from models.interfaces import (
+    GenerationEvent,
+    GenerationRequest,
+    GenerationSettings,
+    InputError,
+    ModelInfo,
+    ReadyWork,
+)
 from models.moondream.crops import Tiling, crops_to_tensor, overlap_crops
 from models.moondream.model import MoondreamModel
 from models.moondream.region import box_from_center
@@ -81,7 +89,6 @@ class MoondreamGenerator:
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
         self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
-        self._last_unit_was_admission = False
         self.encode_chunk_crops = encode_chunk_crops
         self._eos = self.config.tokenizer.eos_id
 
@@ -110,7 +117,11 @@ class MoondreamGenerator:
         return sum(1 for s in self._by_slot if s is None)
 
     def active(self) -> int:
+        """Requests holding a slot (admitting or decoding)."""
         return len(self._by_key)
+
+    def ready(self) -> ReadyWork:
+        return ReadyWork(admitting=len(self._admitting), decoding=len(self._by_key) - len(self._admitting))
 
     def cancel(self, key: int) -> None:
         self._admitting.pop(key, None)
@@ -135,11 +146,12 @@ class MoondreamGenerator:
         return dataclasses.replace(request, prepared=overlap_crops(request.image, self.model.vision.config))
 
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
-        """Validate, reserve a slot and queue the admission; the work itself runs in ``step()``.
+        """Validate, reserve a slot and queue the admission; the work runs in ``admission_unit()``.
 
         Admission (vision encode of the crops, then projection + prefill) is cut into units of
-        at most ``encode_chunk_crops`` crops, one unit per ``step()`` call, so the server's loop
-        can serve control requests between them. Always returns no events.
+        at most ``encode_chunk_crops`` crops, one unit per ``admission_unit()`` call, so the
+        server's loop can serve control requests between them. Returns no events (the list is
+        kept for this model's own tests, which chain ``admit(...) + step()`` events).
         """
         started_s = time.perf_counter()
         if request.key in self._by_key:
@@ -167,7 +179,8 @@ class MoondreamGenerator:
         self._admitting[request.key] = _Admission(seq, crops, tiling, prompt)
         return []
 
-    def _advance_admission(self) -> list[GenerationEvent]:
+    @torch.inference_mode()
+    def admission_unit(self) -> list[GenerationEvent]:
         """One admission unit for the oldest admitting request: a chunk of crops, or the prefill."""
         key, adm = next(iter(self._admitting.items()))
         vision, device = self.model.vision, self.model.device
@@ -214,18 +227,14 @@ class MoondreamGenerator:
             torch.cuda.synchronize(self.model.device)
 
     # ---- decoding ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def step(self) -> list[GenerationEvent]:
-        """One unit of work: an admission unit or a decode step for all decoding sequences.
+        """Drive the generator alone (tests, scripts): an admission unit when one is pending, else a
+        decode step. The server does not use this: its scheduling policy picks the unit."""
+        return self.admission_unit() if self._admitting else self.decode_step()
 
-        While requests are being admitted and others decode, the two alternate, so neither new
-        requests nor running ones wait for the other to finish.
-        """
+    @torch.inference_mode()
+    def decode_step(self) -> list[GenerationEvent]:
         decoding = [seq for key, seq in self._by_key.items() if key not in self._admitting]
-        if self._admitting and (not decoding or not self._last_unit_was_admission):
-            self._last_unit_was_admission = True
-            return self._advance_admission()
-        self._last_unit_was_admission = False
         if not decoding:
             return []
         return self._decode_step(decoding)

@@ -153,3 +153,25 @@ def test_gpu_benchmark_refuses_clearly_without_cuda(
     saved = json.loads((tmp_path / "gpu.json").read_text())
     assert saved["status"] == "pending"
     assert (tmp_path / "table.md").read_text().count("pending") >= 4
+
+
+def test_engine_quick_with_the_simulated_presets(tmp_path: Path) -> None:
+    from bench.engine import EngineOptions, run_engine
+
+    options = EngineOptions(
+        clients=(1, 8), caption_streams=(2,), generation_streams=2, saturating_clients=8, vanishing_clients=4,
+        warmup_s=0.2, duration_s=0.8,
+    )
+    result = run_engine(options, tmp_path / "logs", progress=False)
+    assert result["simulated"]["device"] == "NVIDIA H200 SXM"
+    for point in result["batching"]:
+        assert point["throughput_rps"] > 0 and 0 < point["efficiency"] <= 1.2  # the cost model bounds it
+        assert point["errors"] == {}
+    assert result["control"]["idle"]["act"]["n"] > 0 and result["control"]["streams_2"]["act"]["n"] > 0
+    assert result["generation"]["alone_tokens_per_s"] > 0 and result["generation"]["loaded_tokens_per_s"] > 0
+    cancel = result["cancellation"]
+    assert cancel["active_at_close"] == 4 and cancel["slots_freed"] == 4 and cancel["time_to_free_ms"] is not None
+    assert result["fairness"]["alone"]["n"] > 0 and result["fairness"]["next_to_flooder"]["n"] > 0
+    names = [f.name for f in figures_for("engine", result)]
+    assert "polite 10 Hz client p99 next to a flooder vs alone" in names
+    write_json(tmp_path / "engine.json", result)

@@ -1,0 +1,232 @@
+"""``vtla-bridge bench engine``: the inference loop at GPU timing, with the ``simulated`` H200 presets.
+
+One server process serves ``[policy] kind = "simulated"`` (nano-2b-h200) and ``[vlm] kind =
+"simulated"`` (moondream2-h200): every forward, admission unit and decode step waits for the time
+the real model would take on an H200 (models/simulated), so the figures measure the bridge and
+its scheduling policy, not this machine's CPU. Closed-loop clients run as separate processes
+(up to 64 clients per process on one asyncio loop, one DEALER socket each). Side by side:
+
+* batching efficiency: act throughput at 1/8/64/256 clients ÷ the cost model's ideal at that batch;
+* control under generation: act p50/p99 of one paced client idle vs with 8 and 32 caption streams;
+* generation under control load: tokens/s of 8 caption streams next to 64 closed-loop act clients ÷ alone;
+* cancellation: 32 streaming clients vanish mid-caption: slots freed, time and decode steps to free them;
+* fairness: a polite 10 Hz client's p99 alone vs next to one client flooding as fast as it can.
+
+What limits it: the clients share this machine's cores with the server; on a 2-core box the
+client processes' msgpack/socket work competes with the server's I/O thread (stated in the result).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.engine_clients import ClientGroup, ClientProcesses, GroupResult, split
+from bench.processes import ServerProcess
+from bench.stats import finite_or_none, ratio, summarize
+from bridge.client import BridgeClient
+from bridge.errors import BridgeError
+
+logger = logging.getLogger(__name__)
+
+POLICY = {"kind": "simulated", "preset": "nano-2b-h200"}
+VLM = {"kind": "simulated", "preset": "moondream2-h200"}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    clients: tuple[int, ...] = (1, 8, 64, 256)
+    caption_streams: tuple[int, ...] = (8, 32)
+    control_rate_hz: float = 50.0  # the act client measured under caption load (a robot control loop)
+    generation_streams: int = 8
+    saturating_clients: int = 64
+    vanishing_clients: int = 32
+    polite_rate_hz: float = 10.0
+    warmup_s: float = 1.0
+    duration_s: float = 4.0
+    max_batch: int = 64
+    max_batch_ms: float = 12.0  # [scheduler] max_batch_ms: ~2 rows of nano-2b-h200 (5.7 ms at 1 row)
+
+    def quick(self) -> EngineOptions:
+        return replace(self, clients=(1, 8, 64), caption_streams=(8,), saturating_clients=32, vanishing_clients=8,
+                       warmup_s=0.5, duration_s=1.5)
+
+
+def _table(options: EngineOptions) -> dict[str, Any]:
+    return {
+        "policy": dict(POLICY),
+        "vlm": dict(VLM),
+        "batching": {"max_batch": options.max_batch},
+        "scheduler": {"max_batch_ms": options.max_batch_ms},
+        "device": {"device": "cpu", "dtype": "float32"},  # the simulated device is the preset's
+        "server": {"max_inflight": 2048, "max_inflight_per_client": 64},
+    }
+
+
+def _run(server: ServerProcess, options: EngineOptions, *groups: dict[str, Any]) -> list[GroupResult]:
+    specs = [ClientGroup(endpoint=server.endpoint, start_at=0.0, warmup_s=options.warmup_s,
+                         duration_s=options.duration_s, **g) for g in groups]
+    return ClientProcesses(specs).run(ready_timeout_s=120.0, lead_s=0.2,
+                                      timeout_s=options.warmup_s + options.duration_s + 60)
+
+
+def _acts(results: list[GroupResult]) -> list[GroupResult]:
+    return [r for r in results if r.kind == "act"]
+
+
+def _batching(server: ServerProcess, options: EngineOptions, ideal_rps: dict[int, float]) -> list[dict[str, Any]]:
+    points = []
+    for n in options.clients:
+        results = _run(server, options, *({"kind": "act", "count": c} for c in split(n)))
+        rps = sum(r.completed for r in results) / options.duration_s
+        batch = min(n, options.max_batch)
+        points.append({
+            "clients": n,
+            "throughput_rps": rps,
+            "ideal_rps": ideal_rps[batch],
+            "efficiency": ratio(rps, ideal_rps[batch]),
+            "latency": summarize([v for r in results for v in r.latencies_ms]).as_dict(),
+            "errors": _errors(results),
+        })
+        logger.info("batching %d clients: %.1f obs/s (ideal %.1f)", n, rps, ideal_rps[batch])
+    return points
+
+
+def _errors(results: list[GroupResult]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        for code, count in r.errors.items():
+            out[code] = out.get(code, 0) + count
+    return out
+
+
+def _control(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+    control = {"kind": "act", "count": 1, "rate_hz": options.control_rate_hz}
+    out: dict[str, Any] = {"rate_hz": options.control_rate_hz}
+    for streams in (0, *options.caption_streams):
+        groups = [control] + ([{"kind": "caption", "count": streams}] if streams else [])
+        results = _run(server, options, *groups)
+        act = _acts(results)[0]
+        tokens = sum(r.tokens for r in results if r.kind == "caption")
+        out["idle" if not streams else f"streams_{streams}"] = {
+            "act": summarize(act.latencies_ms).as_dict(),
+            "tokens_per_s": tokens / options.duration_s,
+        }
+    idle_p99 = out["idle"]["act"]["p99_ms"]
+    for streams in options.caption_streams:
+        entry = out[f"streams_{streams}"]
+        entry["p99_vs_idle"] = ratio(entry["act"]["p99_ms"], idle_p99)
+    return out
+
+
+def _generation(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+    captions = {"kind": "caption", "count": options.generation_streams}
+    alone = _run(server, options, captions)
+    loaded = _run(server, options, captions, *({"kind": "act", "count": c} for c in split(options.saturating_clients)))
+    alone_tps = sum(r.tokens for r in alone) / options.duration_s
+    loaded_tps = sum(r.tokens for r in loaded if r.kind == "caption") / options.duration_s
+    acts_rps = sum(r.completed for r in _acts(loaded)) / options.duration_s
+    return {
+        "streams": options.generation_streams,
+        "act_clients": options.saturating_clients,
+        "alone_tokens_per_s": alone_tps,
+        "loaded_tokens_per_s": loaded_tps,
+        "loaded_act_rps": acts_rps,
+        "ratio": ratio(loaded_tps, alone_tps),
+    }
+
+
+def _cancellation(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+    """Clients vanish mid-caption; a monitor thread polls ``health`` for the slots still held."""
+    samples: list[tuple[float, int, int]] = []  # (monotonic, active slots, decode steps)
+    stop = threading.Event()
+
+    def monitor() -> None:
+        with BridgeClient(server.endpoint, timeout_s=5.0) as client:
+            while not stop.is_set():
+                try:
+                    health = client.health()
+                except BridgeError:
+                    continue
+                samples.append((time.monotonic(), health["generation"]["active"], health["counters"]["decode_steps"]))
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    thread.start()
+    try:
+        results = _run(server, replace(options, warmup_s=0.0, duration_s=0.0),
+                       {"kind": "vanish", "count": options.vanishing_clients})
+        closed_at = results[0].closed_at
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not (samples and samples[-1][0] > closed_at and samples[-1][1] == 0):
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(5.0)
+    before = [s for s in samples if s[0] <= closed_at]
+    after = [s for s in samples if s[0] > closed_at]
+    freed_at = next((s for s in after if s[1] == 0), None)
+    active_at_close = before[-1][1] if before else options.vanishing_clients
+    steps_at_close = before[-1][2] if before else 0
+    return {
+        "clients": options.vanishing_clients,
+        "active_at_close": active_at_close,
+        "slots_freed": active_at_close - (after[-1][1] if after else active_at_close),
+        "time_to_free_ms": (freed_at[0] - closed_at) * 1000.0 if freed_at else None,
+        "decode_steps_to_free": freed_at[2] - steps_at_close if freed_at else None,
+    }
+
+
+def _fairness(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+    polite = {"kind": "act", "count": 1, "rate_hz": options.polite_rate_hz, "label": "polite"}
+    alone = _acts(_run(server, options, polite))[0]
+    flood = {"kind": "act", "count": 1, "depth": 64, "label": "flooder"}
+    crowded = {r.label: r for r in _run(server, options, polite, flood)}
+    polite_crowded, flooder = crowded["polite"], crowded["flooder"]
+    alone_p99 = summarize(alone.latencies_ms).p99_ms
+    crowded_p99 = summarize(polite_crowded.latencies_ms).p99_ms
+    return {
+        "polite_rate_hz": options.polite_rate_hz,
+        "alone": summarize(alone.latencies_ms).as_dict(),
+        "next_to_flooder": summarize(polite_crowded.latencies_ms).as_dict(),
+        "flooder_rps": flooder.completed / options.duration_s,
+        "p99_ratio": ratio(crowded_p99, alone_p99),
+    }
+
+
+def run_engine(options: EngineOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
+    from models.simulated.policy import SimulatedPolicy
+    from vtla_contracts.model_spec import ModelSpec
+
+    cost_model = SimulatedPolicy(ModelSpec(POLICY["kind"], POLICY["preset"]))
+    batches = sorted({min(n, options.max_batch) for n in options.clients})
+    ideal_rps = {b: b / cost_model.forward_ms(b) * 1000.0 for b in batches}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with ServerProcess("engine", _table(options), work_dir) as server:
+        result: dict[str, Any] = {
+            "options": options.__dict__,
+            "cost_model": {"forward_ms": {b: cost_model.forward_ms(b) for b in batches}, "ideal_rps": ideal_rps},
+            "simulated": server.hello["models"]["vtla"].get("simulation"),
+            "client_limits": "client processes share the host's cores with the server (os.cpu_count in machine)",
+        }
+        stages = (("batching", lambda: _batching(server, options, ideal_rps)),
+                  ("control", lambda: _control(server, options)),
+                  ("generation", lambda: _generation(server, options)),
+                  ("cancellation", lambda: _cancellation(server, options)),
+                  ("fairness", lambda: _fairness(server, options)))
+        for name, stage in stages:
+            logger.info("bench engine: %s", name)
+            result[name] = stage()
+    return _finite(result)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return finite_or_none(value) if isinstance(value, float) else value

@@ -1,0 +1,212 @@
+"""The scheduling policy: the one place that decides what the inference loop runs next.
+
+In the spirit of vLLM's ``Scheduler.schedule()``: the loop hands it everything waiting (acts
+per client, generation requests per client, control work) and what the generator reports ready;
+each call returns one decision, and the loop charges the decision's measured time back.
+
+* **Control first**: ``reset`` and other control work runs before anything else.
+* **Budgets by loop time**: device time is shared by weighted fair queuing over *virtual time*
+  (as in CFS/WFQ): act batches carry weight ``1 - vlm_min_share``, generation
+  ``vlm_min_share``; inside generation, admission units carry ``admission_share`` and decode
+  steps the rest. A class that has work and the smallest virtual time runs; ties go to acts.
+  A class that was idle re-enters at the virtual time of the busy one (no credit banked while
+  idle, no debt kept for service it got while the other was idle), so an ``act`` arriving
+  while generation runs alone waits at most the one
+  unit in progress, and while both saturate, generation keeps its guaranteed share.
+* **Fair across clients**: an act batch takes one request per client in round-robin order before
+  a second from any client, starting after the client served first last time, so a client's
+  backlog cannot push another client's ``act`` back by more than one batch. Generation
+  requests are admitted into free slots round-robin by client too.
+* **Batch time budget** (``max_batch_ms`` > 0): a batch takes no more rows than the policy's
+  measured forward times say fit in ``max_batch_ms`` — but always one row per waiting client —
+  so one client's deep pipeline cannot make the batch that a polite client waits behind long.
+  Forward times are learnt per row count (moving average); an unmeasured size is assumed to
+  cost what the largest measured smaller size costs, so larger sizes get tried and learnt.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from bridge.work import ClientKey, Work
+from models.interfaces import ReadyWork
+
+
+class Unit(enum.Enum):
+    IDLE = "idle"
+    ACT = "act"
+    ADMISSION = "admission"
+    DECODE = "decode"
+
+
+@dataclass(frozen=True)
+class Decision:
+    unit: Unit
+    batch: tuple[Work, ...] = ()  # ACT: the requests of one forward, in reply order
+
+
+class _FairPair:
+    """Weighted fair queuing between two classes by virtual time (used time / weight)."""
+
+    def __init__(self, weight_first: float) -> None:
+        self.weights = (max(weight_first, 1e-6), max(1.0 - weight_first, 1e-6))
+        self.vtime = [0.0, 0.0]
+        self._was_busy = [False, False]
+
+    def pick(self, busy_first: bool, busy_second: bool) -> int | None:
+        """-> 0 or 1 (the class to run), None when neither has work; ties go to the first."""
+        if busy_first and busy_second:
+            for i in (0, 1):
+                if not self._was_busy[i]:  # re-entry: neither credit nor debt carried across idle time
+                    self.vtime[i] = self.vtime[1 - i]
+        self._was_busy = [busy_first, busy_second]
+        if busy_first and busy_second:
+            return 0 if self.vtime[0] <= self.vtime[1] else 1
+        if busy_first:
+            return 0
+        return 1 if busy_second else None
+
+    def charge(self, index: int, elapsed_s: float) -> None:
+        self.vtime[index] += elapsed_s / self.weights[index]
+
+
+@dataclass
+class _ClientQueues:
+    """Per-client FIFO queues in round-robin order (the OrderedDict's order is the rotation)."""
+
+    queues: OrderedDict[ClientKey, deque[Work]] = field(default_factory=OrderedDict)
+
+    def push(self, work: Work) -> None:
+        self.queues.setdefault(work.client, deque()).append(work)
+
+    def push_front(self, work: Work) -> None:
+        self.queues.setdefault(work.client, deque()).appendleft(work)
+        self.queues.move_to_end(work.client, last=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.queues)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.queues.values()))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for queue in self.queues.values():
+            yield from queue
+
+    def prune(self, drop: Callable[[Work], bool]) -> None:
+        """Remove work for which ``drop`` says so (it has been answered elsewhere)."""
+        for client in list(self.queues):
+            kept = deque(w for w in self.queues[client] if not drop(w))
+            if kept:
+                self.queues[client] = kept
+            else:
+                del self.queues[client]
+
+    def rotate_after(self, client: ClientKey) -> None:
+        """Make the client after ``client`` the first of the next round."""
+        if client not in self.queues:
+            return
+        while next(iter(self.queues)) != client:
+            self.queues.move_to_end(next(iter(self.queues)))
+        self.queues.move_to_end(client)
+
+    def take_round_robin(self, limit: int, accept: Callable[[Work], bool]) -> list[Work]:
+        """Up to ``limit`` works, one per client per round, each the head of its client's queue."""
+        taken: list[Work] = []
+        first_served: ClientKey | None = None
+        progress = True
+        while len(taken) < limit and progress:
+            progress = False
+            for client in list(self.queues):
+                queue = self.queues[client]
+                if len(taken) >= limit:
+                    break
+                if queue and accept(queue[0]):
+                    taken.append(queue.popleft())
+                    first_served = first_served or client
+                    progress = True
+                if not queue:
+                    del self.queues[client]
+        if first_served is not None:
+            self.rotate_after(first_served)
+        return taken
+
+
+def bucket_size(batch: int, max_batch: int) -> int:
+    """The padded batch size: the next power of two, at most ``max_batch`` (1, 2, 4, ..., 64)."""
+    size = 1
+    while size < batch:
+        size *= 2
+    return min(size, max(max_batch, batch))
+
+
+class SchedulingPolicy:
+    """Holds the waiting work and decides, one call at a time, what runs next."""
+
+    def __init__(
+        self, max_batch: int, vlm_min_share: float, admission_share: float, max_batch_ms: float = 0.0
+    ) -> None:
+        self.max_batch = max_batch
+        self.max_batch_ms = max_batch_ms
+        self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
+        self.acts = _ClientQueues()
+        self.generation = _ClientQueues()  # waiting for a slot
+        self.control: deque[Work] = deque()
+        self._act_vs_gen = _FairPair(1.0 - vlm_min_share)
+        self._admission_vs_decode = _FairPair(admission_share)
+        self._batch_key: Callable[[Work], Hashable] = lambda work: None
+
+    def set_batch_key(self, key: Callable[[Work], Hashable]) -> None:
+        self._batch_key = key
+
+    def has_waiting(self) -> bool:
+        return bool(self.acts or self.generation or self.control)
+
+    def admissions(self, free_slots: int) -> list[Work]:
+        """Generation requests to admit into the free slots now (cheap: no device work)."""
+        return self.generation.take_round_robin(free_slots, lambda work: True) if free_slots > 0 else []
+
+    def schedule(self, ready: ReadyWork) -> Decision:
+        """The next device unit: an act batch, an admission unit, a decode step, or idle."""
+        choice = self._act_vs_gen.pick(bool(self.acts), ready.any)
+        if choice is None:
+            return Decision(Unit.IDLE)
+        if choice == 0:
+            return Decision(Unit.ACT, tuple(self._act_batch()))
+        inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
+        return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
+
+    def _act_batch(self) -> list[Work]:
+        head = next(iter(self.acts.queues.values()))[0]
+        key = self._batch_key(head)
+        return self.acts.take_round_robin(self.row_limit(), lambda work: self._batch_key(work) == key)
+
+    def estimate_ms(self, rows: int) -> float:
+        """Expected forward time of ``rows`` rows: measured, else the largest measured smaller size."""
+        if rows in self.forward_ms:
+            return self.forward_ms[rows]
+        smaller = [n for n in self.forward_ms if n < rows]
+        return self.forward_ms[max(smaller)] if smaller else 0.0
+
+    def row_limit(self) -> int:
+        """Rows of the next act batch: ``max_batch``, or fewer under the batch time budget."""
+        if self.max_batch_ms <= 0:
+            return self.max_batch
+        floor = min(self.max_batch, len(self.acts.queues))  # one row per waiting client, always
+        rows = floor
+        while rows < self.max_batch and self.estimate_ms(rows + 1) <= self.max_batch_ms:
+            rows += 1
+        return max(1, rows)
+
+    def charge(self, decision: Decision, elapsed_s: float) -> None:
+        """Account a decision's measured time to its class."""
+        if decision.unit is Unit.ACT:
+            self._act_vs_gen.charge(0, elapsed_s)
+            rows, ms = len(decision.batch), elapsed_s * 1000.0
+            self.forward_ms[rows] = ms if rows not in self.forward_ms else 0.8 * self.forward_ms[rows] + 0.2 * ms
+        elif decision.unit in (Unit.ADMISSION, Unit.DECODE):
+            self._act_vs_gen.charge(1, elapsed_s)
+            self._admission_vs_decode.charge(0 if decision.unit is Unit.ADMISSION else 1, elapsed_s)

@@ -1,0 +1,68 @@
+"""The scheduling policy alone (no sockets): shares, re-entry, round-robin, the batch time budget."""
+
+from __future__ import annotations
+
+from bridge.scheduling_policy import SchedulingPolicy, Unit, bucket_size
+from bridge.work import Work
+from models.interfaces import ReadyWork
+
+
+def work(client: bytes, rid: int) -> Work:
+    return Work([client], (client,), rid, "act", 0.0, None)
+
+
+def test_generation_gets_its_share_of_loop_time_while_acts_saturate() -> None:
+    policy = SchedulingPolicy(max_batch=4, vlm_min_share=0.3, admission_share=0.5)
+    used = {Unit.ACT: 0.0, Unit.DECODE: 0.0, Unit.ADMISSION: 0.0}
+    for i in range(2000):
+        policy.acts.push(work(b"a", i))
+        decision = policy.schedule(ReadyWork(admitting=1, decoding=1))
+        cost_s = 0.005 if decision.unit is Unit.ACT else 0.001
+        used[decision.unit] += cost_s
+        policy.charge(decision, cost_s)
+    total = sum(used.values())
+    generation = (used[Unit.DECODE] + used[Unit.ADMISSION]) / total
+    assert abs(generation - 0.3) < 0.02, generation
+    assert abs(used[Unit.ADMISSION] - used[Unit.DECODE]) / total < 0.02  # admission_share 0.5
+
+
+def test_an_act_arriving_after_a_long_idle_goes_first_whatever_the_history() -> None:
+    policy = SchedulingPolicy(max_batch=4, vlm_min_share=0.3, admission_share=0.5)
+    for i in range(100):  # acts alone for a long time: their virtual time runs far ahead
+        policy.acts.push(work(b"a", i))
+        policy.charge(policy.schedule(ReadyWork()), 0.1)
+    for _ in range(10):  # then generation alone
+        decision = policy.schedule(ReadyWork(decoding=1))
+        assert decision.unit is Unit.DECODE
+        policy.charge(decision, 0.001)
+    policy.acts.push(work(b"a", 999))  # an act arrives: it waits for no more than the unit in progress
+    assert policy.schedule(ReadyWork(decoding=1)).unit is Unit.ACT
+
+
+def test_act_batches_take_one_request_per_client_per_round() -> None:
+    policy = SchedulingPolicy(max_batch=4, vlm_min_share=0.3, admission_share=0.5)
+    for i in range(10):
+        policy.acts.push(work(b"flood", i))
+    policy.acts.push(work(b"polite", 0))
+    first = policy.schedule(ReadyWork())
+    assert [w.client for w in first.batch].count((b"polite",)) == 1  # in the very next batch
+    assert len(first.batch) == 4
+    policy.acts.queues.clear()
+    clients = [work(bytes([c]), 0) for c in range(6)]
+    for w in clients:
+        policy.acts.push(w)
+    a = policy.schedule(ReadyWork()).batch
+    b = policy.schedule(ReadyWork()).batch
+    assert {w.client for w in a} | {w.client for w in b} == {w.client for w in clients}  # nobody waits 2 batches
+
+
+def test_the_batch_time_budget_keeps_one_row_per_waiting_client() -> None:
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=12.0)
+    policy.forward_ms.update({1: 5.7, 2: 10.1, 3: 14.5})
+    for i in range(64):
+        policy.acts.push(work(b"flood", i))
+    assert policy.row_limit() == 2  # 3 rows would take 14.5 ms
+    for c in range(10):
+        policy.acts.push(work(bytes([c]), 0))
+    assert policy.row_limit() == 11  # but every waiting client gets its row
+    assert [bucket_size(n, 64) for n in (1, 3, 5, 33, 64)] == [1, 4, 8, 64, 64]
