@@ -89,7 +89,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
 
 
 def scaleout_options(args: argparse.Namespace) -> ScaleoutOptions:
-    options = ScaleoutOptions(torch_threads=args.torch_threads)
+    options = ScaleoutOptions(torch_threads=args.torch_threads, policy=args.scaleout_policy)
     if args.quick:
         options = replace(options, servers=(1, 2), clients=32, warmup_s=0.5, duration_s=1.0, repeats=1,
                           failover_duration_s=4.0, failover_kill_after_s=1.0, sim_episodes=2, sim_workers=(1, 2))
@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="OMP_NUM_THREADS of CPU servers (default 1: no oversubscription on a small shared box; "
         "0: torch's default)",
     )
+    parser.add_argument("--scaleout-policy", choices=("fixed-cost", "simulated"), default="fixed-cost",
+                        help="what the scaleout servers serve: the fixed-cost null policy (40 ms per batch of 16) "
+                        "or the simulated nano-2b-h200 (H200 timing; frames at its 384 px input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "WARNING"))
     return parser

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ScaleoutOptions:
     servers: tuple[int, ...] = (1, 2, 4)
+    policy: str = "fixed-cost"  # or "simulated": the nano-2b-h200 preset's H200 timing (models/simulated)
     clients: int = 256
     load_processes: int = 2  # client processes the 256 coroutines are spread over
     batch_ms: float = 40.0  # fixed cost of one batch
@@ -61,9 +62,25 @@ class ScaleoutOptions:
     torch_threads: int | None = 1
 
 
+SIMULATED_POLICY = {"kind": "simulated", "preset": "nano-2b-h200"}
+
+
+def _batch_ms(options: ScaleoutOptions) -> float:
+    """The servers' cost of one full batch: the fixed cost, or the simulated H200's forward."""
+    if options.policy == "simulated":
+        from models.simulated.policy import SimulatedPolicy
+        from vtla_contracts.model_spec import ModelSpec
+
+        model = SimulatedPolicy(ModelSpec(SIMULATED_POLICY["kind"], SIMULATED_POLICY["preset"]))
+        return float(model.forward_ms(options.max_batch))
+    return options.batch_ms
+
+
 def _table(options: ScaleoutOptions) -> dict[str, Any]:
+    policy: dict[str, Any] = dict(SIMULATED_POLICY) if options.policy == "simulated" else {
+        "kind": NULL_POLICY_KIND, "options": {"image_size": options.frame, "batch_ms": options.batch_ms}}
     return server_table(
-        policy={"kind": NULL_POLICY_KIND, "options": {"image_size": options.frame, "batch_ms": options.batch_ms}},
+        policy=policy,
         batching={"max_batch": options.max_batch},
         server={"max_inflight": 4 * options.clients, "max_inflight_per_client": options.clients},
     )
@@ -111,7 +128,7 @@ def measure_throughput(options: ScaleoutOptions, work_dir: Path, progress: bool)
                 rates = sorted(load["throughput_rps"] for load in loads)
                 point = {"servers": n, "mode": mode, "throughput_rps": rates[len(rates) // 2],
                          "window_throughputs_rps": rates,
-                         "capacity_rps": n * options.max_batch / (options.batch_ms / 1000.0),
+                         "capacity_rps": n * options.max_batch / (_batch_ms(options) / 1000.0),
                          "latency": summarize([v for load in loads for v in load["latencies_ms"]]).as_dict(),
                          "errors": {code: sum(load["errors"].get(code, 0) for load in loads)
                                     for code in {c for load in loads for c in load["errors"]}}}
@@ -195,7 +212,7 @@ def measure_sim_workers(options: ScaleoutOptions, work_dir: Path) -> dict[str, A
 
 def run_scaleout(options: ScaleoutOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"options": asdict(options)}
+    result: dict[str, Any] = {"options": asdict(options), "batch_ms": _batch_ms(options)}
     result["points"] = measure_throughput(options, work_dir, progress)
     result["failover"] = measure_failover(options, work_dir)
     try:
