@@ -256,7 +256,7 @@ def scaleout_figures(result: Mapping[str, Any]) -> list[Figure]:
     if fo:
         lost, rec = fo.get("replies_lost", math.nan), float(fo.get("all_recovered_s", math.nan))
         figures.append(Figure("scaleout", "failover (1 of 2 killed): every client answered again after",
-                              _f(rec, 2, " s"), f"~ timeout_s ({fo.get('timeout_s')} s)", None, cmd))
+                              _f(rec, 2, " s"), f"— (timeout_s {fo.get('timeout_s')} s)", None, cmd))
         figures.append(Figure("scaleout", "failover: replies lost", str(lost), "0 (in-flight retried)",
                               lost == 0 if isinstance(lost, int) else None, cmd))
     sims = result.get("sim_workers", {})
