@@ -6,11 +6,15 @@ This is a measuring tool, not a product model. Served with ``[policy] kind =
 way. Its actions are meaningless zeros; ``hello`` and ``health`` say so (``random_weights``).
 
 Options (the ``[policy] options`` table): ``chunk_size`` (H, default 1), ``image_size``
-(advertised square size, default 224), ``cameras`` (default ``["primary"]``).
+(advertised square size, default 224), ``cameras`` (default ``["primary"]``), ``batch_ms``
+(default 0: instant). With ``batch_ms`` > 0 it is a *fixed-cost* policy: every batch, whatever
+its size up to ``max_batch``, takes that long (a sleep: no CPU), as a GPU batch roughly does;
+the scale-out benchmark uses it to put a known capacity (max_batch / batch_ms) behind each server.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -25,10 +29,12 @@ class NullPolicy:
     """Implements :class:`models.interfaces.ActPolicy`; ``act`` returns (B, H, 7) zeros."""
 
     def __init__(
-        self, chunk_size: int, image_size: int, cameras: tuple[str, ...], device: str, dtype: str
+        self, chunk_size: int, image_size: int, cameras: tuple[str, ...], device: str, dtype: str,
+        batch_ms: float = 0.0,
     ) -> None:
-        if chunk_size < 1 or image_size < 1 or not cameras:
-            raise ValueError("null policy: chunk_size and image_size must be >= 1, cameras non-empty")
+        if chunk_size < 1 or image_size < 1 or not cameras or batch_ms < 0:
+            raise ValueError("null policy: chunk_size and image_size must be >= 1, cameras non-empty, batch_ms >= 0")
+        self.batch_s = batch_ms / 1000.0
         self.chunk_size = chunk_size
         self.image_size = image_size
         self.cameras = cameras
@@ -39,7 +45,7 @@ class NullPolicy:
             dtype=dtype,
             random_weights=True,
             parameters=0,
-            source="benchmark null policy (zeros)",
+            source="benchmark null policy (zeros)" + (f", fixed cost {batch_ms:g} ms per batch" if batch_ms else ""),
         )
 
     @property
@@ -63,6 +69,7 @@ class NullPolicy:
             "parameters": 0,
             "preset": "bench-null",
             "note": "benchmark-only null policy: returns zeros",
+            "batch_ms": self.batch_s * 1000.0,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -89,6 +96,8 @@ class NullPolicy:
         return tuple(obs.images[name].shape for name in self.cameras)
 
     def act(self, batch: Sequence[Observation]) -> np.ndarray:
+        if self.batch_s:
+            time.sleep(self.batch_s)
         return np.zeros((len(batch), self.chunk_size, ACTION_DIM), dtype=np.float32)  # (B, H, 7)
 
     def reset(self, session: str | None) -> None:
@@ -110,4 +119,5 @@ def load(spec: ModelSpec, device: str, dtype: str) -> NullPolicy:
         cameras=tuple(cameras),
         device=device,
         dtype=dtype,
+        batch_ms=float(options.get("batch_ms", 0.0)),
     )

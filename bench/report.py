@@ -17,6 +17,7 @@ COMMANDS = {
     "control": "vtla-bridge bench control",
     "engine": "vtla-bridge bench engine",
     "gpu": "vtla-bridge bench gpu",
+    "scaleout": "vtla-bridge bench scaleout",
 }
 
 
@@ -236,6 +237,36 @@ def gpu_figures(result: Mapping[str, Any]) -> list[Figure]:
     ]
 
 
+SCALEOUT_TARGETS = {2: 0.9, 4: 0.8}  # x linear, with the endpoint list (issue 13)
+
+
+def scaleout_figures(result: Mapping[str, Any]) -> list[Figure]:
+    cmd = COMMANDS["scaleout"]
+    figures: list[Figure] = []
+    clients = result.get("options", {}).get("clients", "?")
+    for p in result.get("points", []):
+        n, mode, eff = p["servers"], p["mode"], float(p.get("efficiency_vs_linear", math.nan))
+        target = SCALEOUT_TARGETS.get(n) if mode == "list" else None
+        figures.append(Figure(
+            "scaleout", f"{n} server(s), {clients} clients, {'endpoint list' if mode == 'list' else 'proxy'}",
+            f"{_f(p['throughput_rps'], 0, ' act/s')} ({_f(eff, 2, 'x')} linear, "
+            f"{_f(float(p.get('efficiency_vs_capacity', math.nan)), 2)} of capacity)",
+            f">= {target}x linear" if target else "—", _judge(eff, eff >= target) if target else None, cmd))
+    fo = result.get("failover", {})
+    if fo:
+        lost, rec = fo.get("replies_lost", math.nan), float(fo.get("all_recovered_s", math.nan))
+        figures.append(Figure("scaleout", "failover (1 of 2 killed): every client answered again after",
+                              _f(rec, 2, " s"), f"— (timeout_s {fo.get('timeout_s')} s)", None, cmd))
+        figures.append(Figure("scaleout", "failover: replies lost", str(lost), "0 (in-flight retried)",
+                              lost == 0 if isinstance(lost, int) else None, cmd))
+    sims = result.get("sim_workers", {})
+    if "ratio" in sims:
+        high, low = sims["compared"]
+        figures.append(Figure("scaleout", f"run-sim --workers {high} / --workers {low} episodes/s "
+                              f"({sims.get('cpu_count')} cores)", _f(float(sims["ratio"]), 2, "x"), "—", None, cmd))
+    return figures
+
+
 def engine_figures(result: Mapping[str, Any]) -> list[Figure]:
     """DESIGN.md §6 targets with the simulated H200 presets (bench/engine.py)."""
     cmd = COMMANDS["engine"]
@@ -296,6 +327,7 @@ FIGURES = {
     "control": control_figures,
     "engine": engine_figures,
     "gpu": gpu_figures,
+    "scaleout": scaleout_figures,
 }
 
 

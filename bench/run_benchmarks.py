@@ -27,11 +27,12 @@ from bench.control import ControlOptions, run_control
 from bench.engine import EngineOptions, run_engine
 from bench.gpu import GpuOptions, GpuUnavailable, run_gpu
 from bench.report import Figure, figures_for, markdown_table, text_table, write_json
+from bench.scaleout import ScaleoutOptions, run_scaleout
 from bench.transport import TransportOptions, run_transport
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("transport", "batching", "control", "engine", "gpu")
+BENCHMARKS = ("transport", "batching", "control", "engine", "gpu", "scaleout")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Runner = Callable[[argparse.Namespace, Path, bool], dict[str, Any]]
@@ -86,12 +87,23 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     return options
 
 
+def scaleout_options(args: argparse.Namespace) -> ScaleoutOptions:
+    options = ScaleoutOptions(torch_threads=args.torch_threads, policy=args.scaleout_policy)
+    if args.quick:
+        options = replace(options, servers=(1, 2), clients=32, warmup_s=0.5, duration_s=1.0, repeats=1,
+                          failover_duration_s=4.0, failover_kill_after_s=1.0, sim_episodes=2, sim_workers=(1, 2))
+    if args.duration_s:
+        options = replace(options, duration_s=args.duration_s)
+    return options
+
+
 RUNNERS: dict[str, Runner] = {
     "transport": lambda a, w, p: run_transport(transport_options(a), w, p),
     "batching": lambda a, w, p: run_batching(batching_options(a), w, p),
     "control": lambda a, w, p: run_control(control_options(a), w, p),
     "engine": lambda a, w, p: run_engine(engine_options(a), w, p),
     "gpu": lambda a, w, p: run_gpu(gpu_options(a), w, p),
+    "scaleout": lambda a, w, p: run_scaleout(scaleout_options(a), w, p),
 }
 
 
@@ -148,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="OMP_NUM_THREADS of CPU servers (default 1: no oversubscription on a small shared box; "
         "0: torch's default)",
     )
+    parser.add_argument("--scaleout-policy", choices=("fixed-cost", "simulated"), default="fixed-cost",
+                        help="what the scaleout servers serve: the fixed-cost null policy (40 ms per batch of 16) "
+                        "or the simulated nano-2b-h200 (H200 timing; frames at its 384 px input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "WARNING"))
     return parser

@@ -12,6 +12,10 @@ The op methods are the same as :class:`bridge.client.BridgeClient`'s (both come 
 A reader task routes each reply to the waiting request by id. When a request times out and
 nothing at all arrived from the server since it was sent, the socket is replaced (Lazy Pirate):
 pending requests fail with BridgeTimeout and later calls talk to a fresh connection.
+
+Several servers: ``AsyncBridgeClient(["tcp://a:5555", "tcp://b:5556"])`` sends each request to the
+healthy server with the fewest in flight, fails over and keeps sessions on one server
+(:mod:`bridge.endpoints`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -28,6 +32,7 @@ import zmq.asyncio
 
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
 from bridge.curve_keys import CurveClientKeys
+from bridge.endpoints import AsyncEndpointRouter, PoolPolicy, endpoint_list
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.messages import (
     Partial,
@@ -95,7 +100,7 @@ class AsyncBridgeClient(OpSurface):
 
     def __init__(
         self,
-        endpoint: str = "tcp://127.0.0.1:5555",
+        endpoint: str | Sequence[str] = "tcp://127.0.0.1:5555",
         *,
         timeout_s: float = 10.0,
         auth: str | None = None,
@@ -103,10 +108,12 @@ class AsyncBridgeClient(OpSurface):
         context: zmq.asyncio.Context | None = None,
         routing_id: bytes | None = None,
         curve: CurveClientKeys | None = None,
+        pool_policy: PoolPolicy = PoolPolicy(),
     ) -> None:
         """``context``: share one ZeroMQ context (one I/O thread) among many clients; the caller
         then terms it. By default each client has its own."""
-        self.endpoint = endpoint
+        self.endpoints = endpoint_list(endpoint)
+        self.endpoint = self.endpoints[0] if len(self.endpoints) == 1 else ",".join(self.endpoints)
         self.curve = curve  # CURVE keys when the server encrypts (hello.auth == "curve")
         self.routing_id = routing_id  # the identity the server's admission sees (None: ZeroMQ assigns one)
         self.timeout_s = timeout_s
@@ -119,7 +126,24 @@ class AsyncBridgeClient(OpSurface):
         self._last_rx = time.perf_counter()
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # set on the links of a multi-endpoint client: a lost connection fails what is pending at once
+        # (the pool retries it elsewhere) instead of after timeout_s
+        self.watch_disconnects = False
         self._closed = False
+        self._router: AsyncEndpointRouter[AsyncBridgeClient] | None = None
+        if len(self.endpoints) > 1:  # one link per server; ids shared so that cancel finds its request
+            links = {ep: self._link(ep) for ep in self.endpoints}
+            for link in links.values():
+                link._ids = self._ids
+            self._router = AsyncEndpointRouter(links, pool_policy)
+
+    def _link(self, endpoint: str) -> AsyncBridgeClient:
+        link = AsyncBridgeClient(endpoint, timeout_s=self.timeout_s, auth=self.auth,
+                                 frame_threshold_bytes=self.frame_threshold_bytes, context=self._context,
+                                 routing_id=self.routing_id, curve=self.curve)
+        link.watch_disconnects = True
+        return link
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,11 +160,25 @@ class AsyncBridgeClient(OpSurface):
             sock.connect(self.endpoint)
             self._socket = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_loop(sock))
+            if self.watch_disconnects:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch(sock))
         return self._socket
 
+    async def _watch(self, sock: zmq.asyncio.Socket) -> None:
+        """A dropped TCP connection (the server process died) fails the pending requests now."""
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            await monitor.recv_multipart()
+            if self._socket is sock:
+                await self._drop_socket(f"connection to {self.endpoint} lost")
+        finally:
+            monitor.close(linger=0)
+
     async def _drop_socket(self, reason: str) -> None:
-        sock, reader = self._socket, self._reader
-        self._socket, self._reader = None, None
+        sock, reader, watcher = self._socket, self._reader, self._watcher
+        self._socket, self._reader, self._watcher = None, None, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
         if reader is not None:
             reader.cancel()
             try:
@@ -154,6 +192,10 @@ class AsyncBridgeClient(OpSurface):
             entry.events.put_nowait(BridgeTimeout(reason))
 
     async def close(self) -> None:
+        if self._router is not None:
+            await self._router.close()
+            for link in self._router.links.values():
+                await link.close()
         await self._drop_socket("client closed")
         self._closed = True
         if self._own_context:
@@ -167,6 +209,8 @@ class AsyncBridgeClient(OpSurface):
 
     @property
     def in_flight(self) -> int:
+        if self._router is not None:
+            return sum(link.in_flight for link in self._router.links.values())
         return len(self._pending)
 
     # ------------------------------------------------------------------ transport
@@ -244,6 +288,9 @@ class AsyncBridgeClient(OpSurface):
         deadline_ms: float | None = None,
         timeout_s: float | None = None,
     ) -> Reply:
+        if self._router is not None:
+            return await self._router.run(op, args, lambda link: link.call(op, args, deadline_ms=deadline_ms,
+                                                                            timeout_s=timeout_s))
         final: Reply | None = None
         async for event in self._exchange(op, args, deadline_ms, timeout_s):
             if isinstance(event, Reply):
@@ -255,14 +302,24 @@ class AsyncBridgeClient(OpSurface):
         self, op: str, args: Mapping[str, Any], *, deadline_ms: float | None = None, timeout_s: float | None = None
     ) -> AsyncGenerator[Partial | Reply, None]:
         """Partial chunks, then the final Reply, of a streaming op (``aclose()`` it to abandon)."""
-        return self._exchange(op, {**args, "stream": True}, deadline_ms, timeout_s)
+        return self._events(op, {**args, "stream": True}, deadline_ms, timeout_s)
+
+    def _events(
+        self, op: str, args: Mapping[str, Any] | None, deadline_ms: float | None, timeout_s: float | None
+    ) -> AsyncGenerator[Partial | Reply, None]:
+        if self._router is not None:
+            return self._router.stream(args, lambda link: link._exchange(op, args, deadline_ms, timeout_s))
+        return self._exchange(op, args, deadline_ms, timeout_s)
 
     # ------------------------------------------------------------------ the op surface's transport
 
     async def _run(self, call: OpCall) -> Any:
+        if self._router is not None and call.op == OP_CANCEL:  # the request may be on any server
+            replies = await self._router.broadcast(lambda link: link._run(call))
+            return {"cancelled": any(bool(r.get("cancelled")) for r in replies)}
         reply = await self.call(call.op, call.args, deadline_ms=call.deadline_ms, timeout_s=call.timeout_s)
         return call.parse(reply)
 
     def _run_stream(self, call: OpCall) -> AsyncTextStream:
         assert call.text_key is not None
-        return AsyncTextStream(self._exchange(call.op, call.args, call.deadline_ms, call.timeout_s), call.text_key)
+        return AsyncTextStream(self._events(call.op, call.args, call.deadline_ms, call.timeout_s), call.text_key)

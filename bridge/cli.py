@@ -20,6 +20,7 @@ from collections.abc import Sequence
 DELEGATED = {
     "http": ("bridge.http.serve_http:main", "the HTTP companion (aiohttp), a client of the inference server"),
     "up": ("bridge.supervise:main", "start the inference server, the HTTP companion and the openpi endpoint together"),
+    "proxy": ("bridge.proxy:main", "one address in front of several inference servers (libzmq's proxy)"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
     "openpi": ("bridge.openpi.serve_openpi:main", "openpi's websocket policy protocol, a client of the server"),
@@ -37,12 +38,19 @@ def configure_logging(level: str) -> None:
 
 
 def _serve(argv: Sequence[str]) -> int:
+    if any(a == "--devices" or a.startswith("--devices=") for a in argv):  # one server per device
+        from bridge.device_servers import main as serve_devices
+
+        return serve_devices(argv)
     from bridge.banner import banner
     from bridge.config import ConfigError, load_config, with_environment, with_overrides
 
     parser = argparse.ArgumentParser(prog="vtla-bridge serve", description="run the ZeroMQ inference server")
     parser.add_argument("--config", help="TOML config (default: built-in defaults = configs/default.toml)")
     parser.add_argument("--bind", help="endpoint to bind, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/vtla.sock")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: [device] device)")
+    parser.add_argument("--devices", help="cuda:0,cuda:1,... or all: one supervised server per device "
+                        "(bridge/device_servers.py)")
     parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -50,6 +58,8 @@ def _serve(argv: Sequence[str]) -> int:
         config = with_environment(load_config(args.config), os.environ)
         if args.bind:
             config = with_overrides(config, server={"bind": args.bind})
+        if args.device:
+            config = with_overrides(config, device={"device": args.device})
     except ConfigError as exc:
         print(f"vtla-bridge serve: {exc}", file=sys.stderr)
         return 2

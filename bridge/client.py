@@ -7,6 +7,10 @@
 
 After a timeout the socket is closed and a fresh one connects (the Lazy Pirate pattern), so a
 restarted server is picked up by the next call; replies to earlier requests are discarded by id.
+
+Several servers: ``BridgeClient(["tcp://a:5555", "tcp://b:5556"])`` (or ``"tcp://a:5555,tcp://b:5556"``)
+spreads requests over the healthy ones, fails over and keeps sessions on one server
+(:mod:`bridge.endpoints`).
 Importing this module never imports torch.
 """
 
@@ -15,13 +19,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import zmq
 
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
 from bridge.curve_keys import CurveClientKeys
+from bridge.endpoints import EndpointRouter, PoolPolicy, endpoint_list
 from bridge.errors import BridgeTimeout
 from bridge.messages import (
     ActResult,
@@ -79,15 +84,17 @@ class BridgeClient(OpSurface):
 
     def __init__(
         self,
-        endpoint: str = "tcp://127.0.0.1:5555",
+        endpoint: str | Sequence[str] = "tcp://127.0.0.1:5555",
         *,
         timeout_s: float = 10.0,
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
         context: zmq.Context[Any] | None = None,
         curve: CurveClientKeys | None = None,
+        pool_policy: PoolPolicy = PoolPolicy(),
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoints = endpoint_list(endpoint)
+        self.endpoint = self.endpoints[0] if len(self.endpoints) == 1 else ",".join(self.endpoints)
         self.curve = curve  # CURVE keys when the server encrypts (hello.auth == "curve")
         self.timeout_s = timeout_s
         self.auth = auth
@@ -95,7 +102,18 @@ class BridgeClient(OpSurface):
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._ids = itertools.count(1)
-        self._socket = self._connect()
+        self._router: EndpointRouter[BridgeClient] | None = None
+        if len(self.endpoints) == 1:
+            self._socket = self._connect()
+        else:  # one link (a single-endpoint client) per server; ids shared so that cancel finds its request
+            links = {ep: self._link(ep) for ep in self.endpoints}
+            for link in links.values():
+                link._ids = self._ids
+            self._router = EndpointRouter(links, self._link, pool_policy)
+
+    def _link(self, endpoint: str) -> BridgeClient:
+        return BridgeClient(endpoint, timeout_s=self.timeout_s, auth=self.auth,
+                            frame_threshold_bytes=self.frame_threshold_bytes, context=self._context, curve=self.curve)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -112,7 +130,12 @@ class BridgeClient(OpSurface):
         self._socket = self._connect()
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        if self._router is not None:
+            self._router.close()
+            for link in self._router.links.values():
+                link.close()
+        else:
+            self._socket.close(linger=0)
         if self._own_context:
             self._context.term()
 
@@ -178,6 +201,9 @@ class BridgeClient(OpSurface):
         timeout_s: float | None = None,
     ) -> Reply:
         """Send one request and wait for its final reply; raises BridgeError on error replies."""
+        if self._router is not None:
+            return self._router.run(op, args, lambda link: link.call(op, args, deadline_ms=deadline_ms,
+                                                                      timeout_s=timeout_s))
         final: Reply | None = None
         for event in self._exchange(op, args, deadline_ms, timeout_s):
             if isinstance(event, Reply):
@@ -189,14 +215,24 @@ class BridgeClient(OpSurface):
         self, op: str, args: Mapping[str, Any], *, deadline_ms: float | None = None, timeout_s: float | None = None
     ) -> Generator[Partial | Reply, None, None]:
         """Partial chunks, then the final Reply, of a streaming op (``close()`` it to abandon)."""
-        return self._exchange(op, {**args, "stream": True}, deadline_ms, timeout_s)
+        return self._events(op, {**args, "stream": True}, deadline_ms, timeout_s)
+
+    def _events(
+        self, op: str, args: Mapping[str, Any] | None, deadline_ms: float | None, timeout_s: float | None
+    ) -> Generator[Partial | Reply, None, None]:
+        if self._router is not None:
+            return self._router.stream(args, lambda link: link._exchange(op, args, deadline_ms, timeout_s))
+        return self._exchange(op, args, deadline_ms, timeout_s)
 
     # ------------------------------------------------------------------ the op surface's transport
 
     def _run(self, call: OpCall) -> Any:
+        if self._router is not None and call.op == OP_CANCEL:  # the request may be on any server
+            replies = self._router.broadcast(lambda link: link._run(call))
+            return {"cancelled": any(bool(r.get("cancelled")) for r in replies)}
         return call.parse(self.call(call.op, call.args, deadline_ms=call.deadline_ms, timeout_s=call.timeout_s))
 
     def _run_stream(self, call: OpCall) -> TextStream:
         assert call.text_key is not None
-        events = self._exchange(call.op, call.args, call.deadline_ms, call.timeout_s)
+        events = self._events(call.op, call.args, call.deadline_ms, call.timeout_s)
         return TextStream(events, call.text_key)

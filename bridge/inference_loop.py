@@ -156,6 +156,8 @@ class InferenceLoop:
         if self.config.device.cpu_threads:
             torch.set_num_threads(self.config.device.cpu_threads)
         self.state.cuda_available = torch.cuda.is_available()
+        if device.startswith("cuda:"):  # one server per GPU: this thread's default device is its own
+            torch.cuda.set_device(device)
         policy = self._load_policy(self.config.policy.spec(), device, dtype)
         policy.warmup()
         self._policy = policy
@@ -178,7 +180,7 @@ class InferenceLoop:
         if self.state.cuda_available and self.state.device.startswith("cuda"):
             import torch
 
-            self.state.gpu_memory_gb = torch.cuda.memory_allocated() / 2**30
+            self.state.gpu_memory_gb = torch.cuda.memory_allocated(self.state.device) / 2**30
 
     def _has_work(self) -> bool:
         return self.policy.has_waiting() or bool(self._gen_active)

@@ -347,7 +347,7 @@ class InferenceServer:
         limits = self.config.limits
         return {
             "protocol": list(SUPPORTED_VERSIONS),
-            "server": {"name": self.config.server.name, "version": bridge.__version__},
+            "server": {"name": self.config.server.name, "version": bridge.__version__, "device": state.device},
             "ops": sorted(self._served_ops),
             "models": models,
             "limits": {

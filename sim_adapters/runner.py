@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sim", help="robosuite | touch | fetch | maniskill | libero | package.module:Class")
     p.add_argument("--task", required=True, help="e.g. Lift, Stack, PickPlaceCan (robosuite); lift (touch)")
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--server", default="tcp://127.0.0.1:5555", help="inference server endpoint")
+    p.add_argument("--server", default="tcp://127.0.0.1:5555",
+                   help="inference server endpoint, or several comma-separated (the client spreads over them); "
+                   "with --ray, 'ray': the server actors found in Ray (bridge/ray_servers.py)")
+    p.add_argument("--workers", type=int, default=1, help="simulator processes in parallel (episode i -> i %% N)")
+    p.add_argument("--ray", default="", help="run the workers as Ray tasks on this cluster address ('local': a "
+                   "local Ray instance); needs the ray extra")
     p.add_argument("--instruction", default=None, help="language instruction (default: the task's)")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--video", default="", help="write the first episode(s) to this .mp4 or .gif")
@@ -270,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"run-sim: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1 or args.ray:
+        from sim_adapters.parallel_runs import main_parallel
+
+        return main_parallel(args, settings, adapter_settings)
     try:
         adapter = make_adapter(args.sim, adapter_settings)
     except (SimUnavailable, UnknownTask, ValueError) as exc:

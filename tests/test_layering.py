@@ -41,8 +41,11 @@ WIRE = {
     "bridge.curve_keys",
     "bridge.exposure",
 }
-CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints"}
-TOP = {"bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner", "bridge.healthcheck"}
+CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints", "bridge.ray_discovery"}
+TOP = {
+    "bridge.cli", "bridge.__main__", "bridge.supervise", "bridge.banner", "bridge.healthcheck",
+    "bridge.device_servers", "bridge.proxy", "bridge.ray_servers",
+}
 
 
 def layer_of(module: str) -> str:
