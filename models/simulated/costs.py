@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.moondream.config import MoondreamConfig
-from models.simulated.device import Work
+from models.simulated.device import DeviceWork
 from models.vtla.config import VTLAConfig
 
 BYTES_PER_VALUE = 2  # bf16
@@ -46,14 +46,14 @@ class Layer:
     def params(self) -> int:
         return 2 * self.d * self.d + 2 * self.d * self.kv_dim + self.mlp_mats * self.d * self.ff
 
-    def work(self, tokens: int, context: int, rw_per_layer: float, kernels: int) -> Work:
+    def work(self, tokens: int, context: int, rw_per_layer: float, kernels: int) -> DeviceWork:
         """``tokens`` queries attending over ``context`` positions each (weights not included)."""
         flops = 2.0 * self.params * tokens + 4.0 * tokens * context * self.d
-        return Work(flops, rw_per_layer * tokens * self.d * BYTES_PER_VALUE, kernels)
+        return DeviceWork(flops, rw_per_layer * tokens * self.d * BYTES_PER_VALUE, kernels)
 
 
-def _weights(params: float) -> Work:
-    return Work(0.0, params * BYTES_PER_VALUE, 0)
+def _weights(params: float) -> DeviceWork:
+    return DeviceWork(0.0, params * BYTES_PER_VALUE, 0)
 
 
 # ---------------------------------------------------------------- VTLA (SigLIP + projector + Qwen2)
@@ -80,7 +80,7 @@ def vtla_parameters(cfg: VTLAConfig) -> float:
     return vision.params * v.num_layers + patch + projector + text.params * cfg.text.num_layers
 
 
-def vtla_forward(cfg: VTLAConfig, batch: int, text_tokens: int, rw_per_layer: float, kernels: KernelCounts) -> Work:
+def vtla_forward(cfg: VTLAConfig, batch: int, text_tokens: int, rw_per_layer: float, kernels: KernelCounts) -> DeviceWork:
     """One batched ``act`` forward: vision tower per camera image, projector, decoder over the sequence."""
     vision, text = vtla_layers(cfg)
     v = cfg.vision
@@ -89,7 +89,7 @@ def vtla_forward(cfg: VTLAConfig, batch: int, text_tokens: int, rw_per_layer: fl
     patch_flops = 2.0 * image_tokens * 3 * v.patch_size * v.patch_size * v.hidden_size
     projector_flops = 2.0 * image_tokens * (v.hidden_size * text.d + text.d * text.d)
     seq = vtla_sequence_tokens(cfg, text_tokens)
-    work = Work(patch_flops + projector_flops, 0.0, kernels.per_phase_other)
+    work = DeviceWork(patch_flops + projector_flops, 0.0, kernels.per_phase_other)
     work += _weights(vtla_parameters(cfg))
     for _ in range(v.num_layers):
         work += vision.work(image_tokens, per_image, rw_per_layer, kernels.per_vision_layer)
@@ -117,12 +117,12 @@ def moondream_text_parameters(cfg: MoondreamConfig) -> float:
     return text.params * cfg.text.n_layers + cfg.text.dim * cfg.text.vocab_size  # + LM head
 
 
-def encode_crops(cfg: MoondreamConfig, crops: int, rw_per_layer: float, kernels: KernelCounts) -> Work:
+def encode_crops(cfg: MoondreamConfig, crops: int, rw_per_layer: float, kernels: KernelCounts) -> DeviceWork:
     """Vision encoder over ``crops`` crops of ``tokens_per_crop`` patches each (one admission unit)."""
     vision, _ = moondream_layers(cfg)
     v = cfg.vision
     tokens = crops * v.tokens_per_crop
-    work = Work(2.0 * tokens * v.patch_dim * v.enc_dim, 0.0, kernels.per_phase_other)
+    work = DeviceWork(2.0 * tokens * v.patch_dim * v.enc_dim, 0.0, kernels.per_phase_other)
     work += _weights(moondream_vision_parameters(cfg))
     for _ in range(v.enc_n_layers):
         work += vision.work(tokens, v.tokens_per_crop, rw_per_layer, kernels.per_vision_layer)
@@ -131,7 +131,7 @@ def encode_crops(cfg: MoondreamConfig, crops: int, rw_per_layer: float, kernels:
 
 def prefill(
     cfg: MoondreamConfig, tokens: int, rw_per_layer: float, kernels: KernelCounts, context: int | None = None
-) -> Work:
+) -> DeviceWork:
     """Projection of the (global + stitched local) features, then the decoder over BOS + image + prompt.
 
     ``context`` (default ``tokens``): positions each token attends over, for one chunk of a chunked
@@ -139,26 +139,26 @@ def prefill(
     _, text = moondream_layers(cfg)
     v, t = cfg.vision, cfg.text
     proj_params = 2 * v.enc_dim * v.proj_inner_dim + v.proj_inner_dim * v.proj_out_dim
-    work = Work(2.0 * v.tokens_per_crop * proj_params, 0.0, kernels.per_phase_other)
+    work = DeviceWork(2.0 * v.tokens_per_crop * proj_params, 0.0, kernels.per_phase_other)
     work += _weights(proj_params + moondream_text_parameters(cfg))
-    work += Work(2.0 * t.dim * t.vocab_size, 0.0, 0)  # logits of the last position
+    work += DeviceWork(2.0 * t.dim * t.vocab_size, 0.0, 0)  # logits of the last position
     kv_write = tokens * 2 * t.dim * BYTES_PER_VALUE
     for _ in range(t.n_layers):
         work += text.work(tokens, tokens if context is None else context, rw_per_layer, kernels.per_text_layer)
-        work += Work(0.0, kv_write, 0)
+        work += DeviceWork(0.0, kv_write, 0)
     return work
 
 
-def decode_step(cfg: MoondreamConfig, contexts: Sequence[int], rw_per_layer: float, kernels: KernelCounts) -> Work:
+def decode_step(cfg: MoondreamConfig, contexts: Sequence[int], rw_per_layer: float, kernels: KernelCounts) -> DeviceWork:
     """One decode step of ``len(contexts)`` sequences, sequence i attending over ``contexts[i]`` positions."""
     _, text = moondream_layers(cfg)
     t = cfg.text
     rows = len(contexts)
     total_context = float(sum(contexts))
-    work = Work(2.0 * rows * t.dim * t.vocab_size, 0.0, kernels.per_phase_other)
+    work = DeviceWork(2.0 * rows * t.dim * t.vocab_size, 0.0, kernels.per_phase_other)
     work += _weights(moondream_text_parameters(cfg))
     kv_read = total_context * 2 * t.dim * BYTES_PER_VALUE
     for _ in range(t.n_layers):
         layer = text.work(rows, 0, rw_per_layer, kernels.per_text_layer)
-        work += layer + Work(4.0 * total_context * t.dim, kv_read, 0)
+        work += layer + DeviceWork(4.0 * total_context * t.dim, kv_read, 0)
     return work

@@ -18,15 +18,15 @@ from vtla_contracts.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Work:
+class DeviceWork:
     """Counted cost of one phase (a forward, a prefill, a decode step)."""
 
     flops: float
     bytes_moved: float
     kernels: int
 
-    def __add__(self, other: Work) -> Work:
-        return Work(self.flops + other.flops, self.bytes_moved + other.bytes_moved, self.kernels + other.kernels)
+    def __add__(self, other: DeviceWork) -> DeviceWork:
+        return DeviceWork(self.flops + other.flops, self.bytes_moved + other.bytes_moved, self.kernels + other.kernels)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class DeviceModel:
         if self.kernel_launch_us < 0:
             raise ConfigError("simulated device kernel_launch_us must be >= 0")
 
-    def phase_ms(self, work: Work) -> float:
+    def phase_ms(self, work: DeviceWork) -> float:
         compute_s = work.flops / (self.peak_flops * self.compute_efficiency)
         memory_s = work.bytes_moved / (self.hbm_bytes_per_s * self.memory_efficiency)
         return max(compute_s, memory_s) * 1e3 + work.kernels * self.kernel_launch_us / 1e3

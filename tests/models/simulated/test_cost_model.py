@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from models.simulated.device import DeviceModel, Work, wait_ms
+from models.simulated.device import DeviceModel, DeviceWork, wait_ms
 from models.simulated.generator import SimulatedGenerator
 from models.simulated.policy import SimulatedPolicy
 from vtla_contracts.errors import ConfigError
@@ -26,9 +26,9 @@ LAUNCH_MS = 2.0e-3  # per kernel
 def test_phase_ms_takes_the_binding_roof_plus_launches() -> None:
     device = DeviceModel("test", 1e12, 1e9, 0.5, 0.5, 10.0)
     # compute-bound: 1e9 FLOP at 0.5e12 -> 2 ms; 1e5 bytes at 0.5e9 -> 0.2 ms; 3 kernels x 10 us
-    assert device.phase_ms(Work(1e9, 1e5, 3)) == pytest.approx(2.0 + 0.03)
+    assert device.phase_ms(DeviceWork(1e9, 1e5, 3)) == pytest.approx(2.0 + 0.03)
     # memory-bound: 1e6 bytes at 0.5e9 -> 2 ms
-    assert device.phase_ms(Work(1e6, 1e6, 0)) == pytest.approx(2.0)
+    assert device.phase_ms(DeviceWork(1e6, 1e6, 0)) == pytest.approx(2.0)
     with pytest.raises(ConfigError):
         DeviceModel("bad", 1e12, 1e9, 1.5, 0.5, 0.0)
 
