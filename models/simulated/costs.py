@@ -80,7 +80,9 @@ def vtla_parameters(cfg: VTLAConfig) -> float:
     return vision.params * v.num_layers + patch + projector + text.params * cfg.text.num_layers
 
 
-def vtla_forward(cfg: VTLAConfig, batch: int, text_tokens: int, rw_per_layer: float, kernels: KernelCounts) -> DeviceWork:
+def vtla_forward(
+    cfg: VTLAConfig, batch: int, text_tokens: int, rw_per_layer: float, kernels: KernelCounts
+) -> DeviceWork:
     """One batched ``act`` forward: vision tower per camera image, projector, decoder over the sequence."""
     vision, text = vtla_layers(cfg)
     v = cfg.vision
@@ -149,7 +151,9 @@ def prefill(
     return work
 
 
-def decode_step(cfg: MoondreamConfig, contexts: Sequence[int], rw_per_layer: float, kernels: KernelCounts) -> DeviceWork:
+def decode_step(
+    cfg: MoondreamConfig, contexts: Sequence[int], rw_per_layer: float, kernels: KernelCounts
+) -> DeviceWork:
     """One decode step of ``len(contexts)`` sequences, sequence i attending over ``contexts[i]`` positions."""
     _, text = moondream_layers(cfg)
     t = cfg.text
