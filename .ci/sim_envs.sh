@@ -51,7 +51,12 @@ vulkan_lavapipe() {
     echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list
   fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+  # only the Vulkan driver and the libdrm it needs from backports; '-t bookworm-backports' (the
+  # fallback) also moves the Mesa GL packages (libgl1-mesa-dri, libosmesa6, ...) to 25.x
+  local bpo=bookworm-backports
+  apt-get install -y -qq --no-install-recommends libvulkan1 "mesa-vulkan-drivers/$bpo" "libdrm2/$bpo" \
+      "libdrm-common/$bpo" "libdrm-amdgpu1/$bpo" "libdrm-intel1/$bpo" >/dev/null \
+    || apt-get install -y -qq --no-install-recommends -t "$bpo" mesa-vulkan-drivers libvulkan1 >/dev/null
 }
 
 for sim in "${sims[@]}"; do
@@ -72,7 +77,7 @@ for sim in "${sims[@]}"; do
     "$python" -m venv "$venv"
     while IFS= read -r line; do
       # shellcheck disable=SC2086  # one pip command's words
-      "$venv/bin/python" -m pip install -q $line
+      "$venv/bin/python" -m pip install -q $line 2>&1 | { grep -v "^WARNING: Location" || true; }
     done <<< "$spec"
     touch "$venv/.ready"
   else

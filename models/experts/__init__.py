@@ -51,6 +51,27 @@ EXPERT_DEFAULTS: Mapping[str, dict[str, Any]] = {
         "grasp_tol_m": 0.01,
         "place_tol_m": 0.03,
     },
+    # LIBERO: the adapter sends a grasp point fixed on the object (a bowl's rim) as object_pos;
+    # a rim pinch is thin (width <= object_width + margin only once it is complete) and the bowl
+    # may turn about the pinch, hence the wider hold distance.
+    "expert-libero": {
+        "release_at_target": True,
+        "yaw_period_rad": 0.0,
+        "open_width_m": 0.078,
+        "max_step_m": 0.04,
+        "grasp_tol_m": 0.01,
+        "place_tol_m": 0.015,
+        "carry_clearance_m": 0.08,
+        "hold_distance_m": 0.05,
+    },
+    # ManiSkill3 PickCube-v1: the cube (4 cm) must be held at the goal, pd_ee_delta_pose tracks well.
+    "expert-maniskill": {
+        "release_at_target": False,
+        "open_width_m": 0.08,
+        "max_step_m": 0.03,
+        "grasp_tol_m": 0.008,
+        "place_tol_m": 0.01,
+    },
 }
 _SPEC_OPTIONS = ("chunk_size", "touch_threshold_n")
 
