@@ -8,8 +8,8 @@ command in ``[0 (open), 1 (closed)]``. Simulators want normalised commands:
   (rotation as an axis-angle vector), gripper -1 open, +1 close.
 - gymnasium-robotics Fetch: ``[-1, 1]^4``, position scaled by 0.05 m, gripper +1 open, -1 close.
 - Meta-World: ``[-1, 1]^4``, mocap position scaled by 0.01 m, gripper +1 close, -1 open.
-- ManiSkill3 ``pd_ee_delta_pose``: ``[-1, 1]^6`` scaled to +-0.1 m and +-0.1 rad (axis-angle),
-  gripper +1 open, -1 close.
+- ManiSkill3 ``pd_ee_delta_pose``: ``[-1, 1]^6`` scaled to +-0.1 m and +-0.1 rad (axis-angle,
+  sign flipped: measured inverted on every axis), gripper +1 open, -1 close.
 
 Pure numpy (no simulator import), so every mapping is unit-tested without a simulator.
 """
@@ -144,8 +144,15 @@ def robosuite_to_bridge(native: np.ndarray, scaling: DeltaPoseScaling = ROBOSUIT
 
 
 def bridge_to_maniskill(action: np.ndarray, scaling: DeltaPoseScaling = MANISKILL_EE_DELTA_SCALING) -> np.ndarray:
-    """ManiSkill3 pd_ee_delta_pose (normalised): gripper +1 open, -1 close."""
-    return bridge_to_delta_pose(action, scaling, close_positive=False)
+    """ManiSkill3 pd_ee_delta_pose (normalised): gripper +1 open, -1 close; the rotation negated.
+
+    Measured on PickCube-v1 (Panda, mani-skill 3.0.1): a positive command about each base axis
+    turns the TCP the other way about that axis (tests/sim_adapters/test_maniskill.py), so the
+    axis-angle vector is sent with its sign flipped; translation is as commanded.
+    """
+    out = bridge_to_delta_pose(action, scaling, close_positive=False)
+    out[3:6] = -out[3:6]
+    return out
 
 
 def bridge_to_fetch(action: np.ndarray, max_translation_m: float = FETCH_MAX_TRANSLATION_M) -> np.ndarray:
