@@ -38,6 +38,7 @@ def test_grasp_point_top_centre_or_rim():
 
 @pytest.mark.sim
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_libero_cameras_instruction_and_privileged_state():
     out = probe("libero", "cameras", 300, "libero", "libero_spatial/0", "agentview,wrist")
     assert sorted(out["images"]) == ["agentview", "wrist"]
@@ -48,6 +49,7 @@ def test_libero_cameras_instruction_and_privileged_state():
 
 @pytest.mark.sim
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_libero_spatial_expert_over_zeromq(tmp_path: Path):
     server = start_server("libero-expert.toml")
     results: dict[str, float] = {}

@@ -9,7 +9,7 @@ import pytest
 from tests.sim_adapters.servers import start_server
 from tests.sim_adapters.venvs import probe, run_sim
 
-pytestmark = [pytest.mark.sim, pytest.mark.slow]
+pytestmark = [pytest.mark.sim, pytest.mark.slow, pytest.mark.timeout(600)]
 
 TASK = "pick-place-v3"
 
