@@ -1,5 +1,5 @@
 import sys
 
-from bench.cli import main
+from bench.run_benchmarks import main
 
 sys.exit(main())

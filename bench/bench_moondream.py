@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.interfaces import GenerationRequest, GenerationSettings
 from models.moondream.generator import MoondreamGenerator
 from models.moondream.serving import load_generator
-from models.registry import ModelSpec
+from vtla_contracts.model_spec import ModelSpec
 
 
 def percentile(values: list[float], q: float) -> float:

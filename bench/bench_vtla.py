@@ -27,8 +27,8 @@ import torch
 
 from bench.stats import summarize
 from models.interfaces import Observation
-from models.registry import ModelSpec
 from models.vtla.serving import VTLAPolicy, load_policy
+from vtla_contracts.model_spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

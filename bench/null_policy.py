@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.protocol import ACTION_NAMES, ACTION_UNITS
 from models.interfaces import InputError, ModelInfo, Observation
-from models.registry import ModelSpec
-
-ACTION_DIM = 7
+from vtla_contracts.action_layout import ACTION_DIM, ACTION_NAMES, ACTION_UNITS
+from vtla_contracts.model_spec import ModelSpec
 
 
 class NullPolicy:

@@ -212,8 +212,8 @@ class HttpProcess(_ChildProcess, StartStop):
 
 
 def http_companion_available() -> bool:
-    """True when ``bridge.http.cli`` exists in this tree (the companion is built in parallel)."""
-    return (REPO_ROOT / "bridge" / "http" / "cli.py").exists()
+    """True when ``bridge.http.serve_http`` exists in this tree (the companion is built in parallel)."""
+    return (REPO_ROOT / "bridge" / "http" / "serve_http.py").exists()
 
 
 def server_table(

@@ -1,4 +1,4 @@
-"""Benchmark results -> figures judged against DESIGN.md §6, a table, and JSON files."""
+"""Benchmark results -> figures judged against docs/targets.md, a table, and JSON files."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def transport_figures(result: Mapping[str, Any]) -> list[Figure]:
     pending = result.get("pending", {})
     figures: list[Figure] = []
     for label, size in result.get("sizes", {}).items():
-        judged = label == "224x224"  # DESIGN.md §6 states the target for a 224x224 frame
+        judged = label == "224x224"  # docs/targets.md states the target for a 224x224 frame
         echo = _p50(size.get("zmq_echo"), "round_trip")
         figures.append(
             Figure("transport", f"{label}: pyzmq echo round trip p50", _f(echo, 3, " ms"), "floor", None, cmd)

@@ -44,6 +44,7 @@ from bench.stats import ratio, summarize
 from bridge.client import BridgeClient
 from bridge.messages import act_args, build_request
 from bridge.protocol import OP_ACT
+from vtla_contracts.action_layout import ACTION_DIM
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def _echo_probe(client: EchoClient, frame: np.ndarray) -> Probe:
 def _bridge_probe(client: BridgeClient, frame: np.ndarray) -> Probe:
     def probe() -> Sample:
         result = client.act(image=frame)
-        if result.actions.ndim != 2 or result.actions.shape[1] != 7:
+        if result.actions.ndim != 2 or result.actions.shape[1] != ACTION_DIM:
             raise RuntimeError(f"act returned actions of shape {result.actions.shape}")
         timing = result.timing
         return Sample(
@@ -231,7 +232,7 @@ def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
 def _http_unavailable_reason() -> str | None:
     """Why the HTTP variants cannot run here, or None when they can."""
     if not http_companion_available():
-        return "pending: the HTTP companion (bridge/http/cli.py) is not in this tree"
+        return "pending: the HTTP companion (bridge/http/serve_http.py) is not in this tree"
     if importlib.util.find_spec("requests") is None:
         return "pending: the HTTP client 'requests' is not installed (pip install requests)"
     return None

@@ -2,9 +2,12 @@
 
     client = AsyncBridgeClient("tcp://127.0.0.1:5555")
     results = await asyncio.gather(*(client.act(image=f) for f in frames))
-    async for chunk in client.caption_stream(image):
+    async for chunk in client.caption(image, stream=True):
         ...
     await client.close()
+
+The op methods are the same as :class:`bridge.client.BridgeClient`'s (both come from
+:class:`bridge.ops.OpSurface`); here they return awaitables, and streams are async iterators.
 
 A reader task routes each reply to the waiting request by id. When a request times out and
 nothing at all arrived from the server since it was sent, the socket is replaced (Lazy Pirate):
@@ -26,33 +29,55 @@ import zmq.asyncio
 from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.messages import (
-    ActResult,
     Partial,
-    RegionResult,
     Reply,
     TextResult,
-    act_args,
     build_request,
-    image_arg,
     interpret,
     parse_reply,
-    settings_args,
 )
-from bridge.protocol import (
-    OP_ACT,
-    OP_CAPTION,
-    OP_DETECT,
-    OP_HEALTH,
-    OP_HELLO,
-    OP_POINT,
-    OP_QUERY,
-    OP_RESET,
-    OP_STATS,
-)
+from bridge.ops import OpCall, OpSurface
+from bridge.protocol import OP_CANCEL
 
 logger = logging.getLogger(__name__)
 
 _Event = Partial | Reply | BridgeError
+
+
+class AsyncTextStream:
+    """Async iterator over streamed text chunks; ``result`` holds the final TextResult afterwards.
+
+    ``await aclose()`` (or leaving an ``async with`` block) before the end abandons the request:
+    the client sends ``cancel`` so that the server frees the sequence's slot at its next step.
+    """
+
+    def __init__(self, events: AsyncGenerator[Partial | Reply, None], key: str) -> None:
+        self._events = events
+        self._key = key
+        self.result: TextResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[str]:
+        async for event in self._events:
+            if isinstance(event, Partial):
+                yield event.chunk
+            else:
+                self.result = TextResult.from_reply(event, self._key)
+
+    async def text(self) -> str:
+        """Consume the stream; the full text."""
+        return "".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncTextStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class _Pending:
@@ -64,7 +89,9 @@ class _Pending:
         self.op = op
 
 
-class AsyncBridgeClient:
+class AsyncBridgeClient(OpSurface):
+    """The asyncio client; its op methods (``act``, ``caption``, …) are defined in :class:`OpSurface`."""
+
     def __init__(
         self,
         endpoint: str = "tcp://127.0.0.1:5555",
@@ -72,12 +99,16 @@ class AsyncBridgeClient:
         timeout_s: float = 10.0,
         auth: str | None = None,
         frame_threshold_bytes: int | None = DEFAULT_FRAME_THRESHOLD_BYTES,
+        context: zmq.asyncio.Context | None = None,
     ) -> None:
+        """``context``: share one ZeroMQ context (one I/O thread) among many clients; the caller
+        then terms it. By default each client has its own."""
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.auth = auth
         self.frame_threshold_bytes = frame_threshold_bytes
-        self._context = zmq.asyncio.Context()
+        self._own_context = context is None
+        self._context = context if context is not None else zmq.asyncio.Context()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._last_rx = time.perf_counter()
@@ -116,7 +147,8 @@ class AsyncBridgeClient:
     async def close(self) -> None:
         await self._drop_socket("client closed")
         self._closed = True
-        self._context.term()
+        if self._own_context:
+            self._context.term()
 
     async def __aenter__(self) -> AsyncBridgeClient:
         return self
@@ -136,7 +168,7 @@ class AsyncBridgeClient:
             self._last_rx = time.perf_counter()
             try:
                 reply_id, header = parse_reply(frames)
-            except BridgeError as exc:
+            except BridgeError as exc:  # one bad reply must not kill the reader: later calls go on
                 logger.warning("undecodable reply discarded: %s", exc)
                 continue
             entry = self._pending.get(reply_id) if isinstance(reply_id, int) else None
@@ -160,6 +192,7 @@ class AsyncBridgeClient:
         entry = _Pending(op)
         self._pending[request_id] = entry
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        finished = False
         try:
             await sock.send_multipart([b"", *frames], copy=False)
             while True:
@@ -167,17 +200,32 @@ class AsyncBridgeClient:
                     event = await asyncio.wait_for(entry.events.get(), timeout_s)
                 except asyncio.TimeoutError:
                     self._pending.pop(request_id, None)
+                    finished = True
+                    await self._send_cancel(sock, request_id)  # the server may be alive but slow
                     message = f"no reply to {op!r} from {self.endpoint} within {timeout_s:.3g} s"
                     if self._last_rx < entry.sent_at and self._socket is sock:
                         await self._drop_socket(message)  # the server said nothing at all: reconnect
                     raise BridgeTimeout(message) from None
                 if isinstance(event, BridgeError):
+                    finished = True
                     raise event
-                yield event
                 if isinstance(event, Reply):
+                    finished = True
+                yield event
+                if finished:
                     return
         finally:
             self._pending.pop(request_id, None)
+            if not finished and self._socket is sock:  # abandoned by the caller (stream closed early)
+                await self._send_cancel(sock, request_id)
+
+    async def _send_cancel(self, sock: zmq.asyncio.Socket, request_id: int) -> None:
+        """Fire-and-forget ``cancel`` of ``request_id``; its reply is discarded (unknown id)."""
+        frames = build_request(next(self._ids), OP_CANCEL, {"id": request_id}, None, self.auth, None)
+        try:
+            await sock.send_multipart([b"", *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.debug("could not send cancel for %r: %s", request_id, exc)
 
     async def call(
         self,
@@ -200,65 +248,12 @@ class AsyncBridgeClient:
         """Partial chunks, then the final Reply, of a streaming op (``aclose()`` it to abandon)."""
         return self._exchange(op, {**args, "stream": True}, deadline_ms, timeout_s)
 
-    # ------------------------------------------------------------------ ops
+    # ------------------------------------------------------------------ the op surface's transport
 
-    async def hello(self) -> Mapping[str, Any]:
-        return (await self.call(OP_HELLO)).result
+    async def _run(self, call: OpCall) -> Any:
+        reply = await self.call(call.op, call.args, deadline_ms=call.deadline_ms, timeout_s=call.timeout_s)
+        return call.parse(reply)
 
-    async def health(self, timeout_s: float | None = None) -> Mapping[str, Any]:
-        return (await self.call(OP_HEALTH, timeout_s=timeout_s)).result
-
-    async def stats(self) -> Mapping[str, Any]:
-        return (await self.call(OP_STATS)).result
-
-    async def reset(self, session: str | None = None) -> None:
-        await self.call(OP_RESET, {"session": session} if session is not None else None)
-
-    async def act(
-        self,
-        image: Any = None,
-        *,
-        images: Mapping[str, Any] | None = None,
-        instruction: str | None = None,
-        tactile: Mapping[str, Any] | None = None,
-        proprio: Any = None,
-        session: str | None = None,
-        deadline_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> ActResult:
-        args = act_args(image, images, instruction, tactile, proprio, session)
-        return ActResult.from_reply(await self.call(OP_ACT, args, deadline_ms=deadline_ms, timeout_s=timeout_s))
-
-    async def caption(
-        self, image: Any, length: str = "normal", *, settings: Mapping[str, Any] | None = None
-    ) -> TextResult:
-        args = {"image": image_arg(image), **settings_args(settings, length=length)}
-        return TextResult.from_reply(await self.call(OP_CAPTION, args), "caption")
-
-    async def query(self, image: Any, question: str, *, settings: Mapping[str, Any] | None = None) -> TextResult:
-        args = {"image": image_arg(image), **settings_args(settings, question=question)}
-        return TextResult.from_reply(await self.call(OP_QUERY, args), "answer")
-
-    async def caption_stream(
-        self, image: Any, length: str = "normal", *, settings: Mapping[str, Any] | None = None
-    ) -> AsyncIterator[str]:
-        args = {"image": image_arg(image), **settings_args(settings, length=length)}
-        async for event in self.stream(OP_CAPTION, args):
-            if isinstance(event, Partial):
-                yield event.chunk
-
-    async def query_stream(
-        self, image: Any, question: str, *, settings: Mapping[str, Any] | None = None
-    ) -> AsyncIterator[str]:
-        args = {"image": image_arg(image), **settings_args(settings, question=question)}
-        async for event in self.stream(OP_QUERY, args):
-            if isinstance(event, Partial):
-                yield event.chunk
-
-    async def detect(self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None) -> RegionResult:
-        reply = await self.call(OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)})
-        return RegionResult.from_reply(reply, "objects")
-
-    async def point(self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None) -> RegionResult:
-        reply = await self.call(OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)})
-        return RegionResult.from_reply(reply, "points")
+    def _run_stream(self, call: OpCall) -> AsyncTextStream:
+        assert call.text_key is not None
+        return AsyncTextStream(self._exchange(call.op, call.args, call.deadline_ms, call.timeout_s), call.text_key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -17,11 +18,12 @@ from collections.abc import Sequence
 
 # subcommand -> "module:function" taking the remaining argv
 DELEGATED = {
-    "http": ("bridge.http.cli:main", "the HTTP companion (aiohttp), a client of the inference server"),
-    "up": ("bridge.supervise:main", "start the inference server and the HTTP companion together"),
+    "http": ("bridge.http.serve_http:main", "the HTTP companion (aiohttp), a client of the inference server"),
+    "up": ("bridge.supervise:main", "start the inference server, the HTTP companion and the openpi endpoint together"),
     "run-sim": ("sim_adapters.runner:main", "drive a simulator in closed loop through the bridge"),
     "convert-vtla": ("models.vtla.convert:main", "import a predecessor VTLA checkpoint"),
-    "bench": ("bench.cli:main", "run the benchmarks in bench/"),
+    "openpi": ("bridge.openpi.serve_openpi:main", "openpi's websocket policy protocol, a client of the server"),
+    "bench": ("bench.run_benchmarks:main", "run the benchmarks in bench/"),
 }
 
 
@@ -35,7 +37,7 @@ def configure_logging(level: str) -> None:
 
 def _serve(argv: Sequence[str]) -> int:
     from bridge.banner import banner
-    from bridge.config import ConfigError, load_config, with_overrides
+    from bridge.config import ConfigError, load_config, with_environment, with_overrides
 
     parser = argparse.ArgumentParser(prog="vtla-bridge serve", description="run the ZeroMQ inference server")
     parser.add_argument("--config", help="TOML config (default: built-in defaults = configs/default.toml)")
@@ -44,13 +46,17 @@ def _serve(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:
-        config = load_config(args.config)
+        config = with_environment(load_config(args.config), os.environ)
         if args.bind:
             config = with_overrides(config, server={"bind": args.bind})
     except ConfigError as exc:
         print(f"vtla-bridge serve: {exc}", file=sys.stderr)
         return 2
 
+    if importlib.util.find_spec("torch") is None:  # the base install is the client side
+        print("vtla-bridge serve: torch is not installed; the inference server needs the server extra:"
+              " pip install 'vtla-bridge[server]' (README: which torch build)", file=sys.stderr)
+        return 2
     from bridge.server import InferenceServer
 
     server = InferenceServer(config)

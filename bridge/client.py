@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 import zmq
@@ -28,24 +28,12 @@ from bridge.messages import (
     RegionResult,
     Reply,
     TextResult,
-    act_args,
     build_request,
-    image_arg,
     interpret,
     parse_reply,
-    settings_args,
 )
-from bridge.protocol import (
-    OP_ACT,
-    OP_CAPTION,
-    OP_DETECT,
-    OP_HEALTH,
-    OP_HELLO,
-    OP_POINT,
-    OP_QUERY,
-    OP_RESET,
-    OP_STATS,
-)
+from bridge.ops import OpCall, OpSurface
+from bridge.protocol import OP_CANCEL
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +41,13 @@ __all__ = ["ActResult", "BridgeClient", "RegionResult", "Reply", "TextResult", "
 
 
 class TextStream:
-    """Iterates over streamed text chunks; ``result`` holds the final TextResult afterwards."""
+    """Iterates over streamed text chunks; ``result`` holds the final TextResult afterwards.
 
-    def __init__(self, events: Iterator[Partial | Reply], key: str) -> None:
+    ``close()`` (or leaving a ``with`` block) before the end abandons the request: the client
+    sends ``cancel`` so that the server frees the sequence's slot at its next step.
+    """
+
+    def __init__(self, events: Generator[Partial | Reply, None, None], key: str) -> None:
         self._events = events
         self._key = key
         self.result: TextResult | None = None
@@ -71,8 +63,19 @@ class TextStream:
         """Consume the stream; the full text."""
         return "".join(self)
 
+    def close(self) -> None:
+        self._events.close()
 
-class BridgeClient:
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BridgeClient(OpSurface):
+    """The synchronous client; its op methods (``act``, ``caption``, …) are defined in :class:`OpSurface`."""
+
     def __init__(
         self,
         endpoint: str = "tcp://127.0.0.1:5555",
@@ -118,27 +121,48 @@ class BridgeClient:
 
     def _exchange(
         self, op: str, args: Mapping[str, Any] | None, deadline_ms: float | None, timeout_s: float | None
-    ) -> Iterator[Partial | Reply]:
+    ) -> Generator[Partial | Reply, None, None]:
         request_id = next(self._ids)
         frames = build_request(request_id, op, args, deadline_ms, self.auth, self.frame_threshold_bytes)
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         start = time.perf_counter()
         self._socket.send_multipart([b"", *frames], copy=False)
         deadline = start + timeout_s
-        while True:
-            remaining_ms = (deadline - time.perf_counter()) * 1000.0
-            if remaining_ms <= 0 or not self._socket.poll(max(1, int(remaining_ms)), zmq.POLLIN):
-                self._reset_socket()
-                raise BridgeTimeout(f"no reply to {op!r} from {self.endpoint} within {timeout_s:.3g} s")
-            reply_id, header = parse_reply(self._socket.recv_multipart(copy=False))
-            if reply_id != request_id:
-                logger.debug("discarding stale reply id=%r (waiting for %r)", reply_id, request_id)
-                continue
-            event = interpret(header, (time.perf_counter() - start) * 1000.0)
-            yield event
-            if isinstance(event, Reply):
-                return
-            deadline = time.perf_counter() + timeout_s  # a chunk arrived: the server is alive
+        finished = False
+        try:
+            while True:
+                remaining_ms = (deadline - time.perf_counter()) * 1000.0
+                if remaining_ms <= 0 or not self._socket.poll(max(1, int(remaining_ms)), zmq.POLLIN):
+                    self._send_cancel(request_id)  # the server may be alive but slow: free its work
+                    finished = True
+                    self._reset_socket()
+                    raise BridgeTimeout(f"no reply to {op!r} from {self.endpoint} within {timeout_s:.3g} s")
+                reply_id, header = parse_reply(self._socket.recv_multipart(copy=False))
+                if reply_id != request_id:
+                    logger.debug("discarding stale reply id=%r (waiting for %r)", reply_id, request_id)
+                    continue
+                try:
+                    event = interpret(header, (time.perf_counter() - start) * 1000.0)
+                except BaseException:
+                    finished = True  # an error reply is final
+                    raise
+                if isinstance(event, Reply):
+                    finished = True
+                yield event
+                if finished:
+                    return
+                deadline = time.perf_counter() + timeout_s  # a chunk arrived: the server is alive
+        finally:
+            if not finished:  # abandoned by the caller (stream closed early)
+                self._send_cancel(request_id)
+
+    def _send_cancel(self, request_id: int) -> None:
+        """Fire-and-forget ``cancel`` of ``request_id``; its reply is discarded as a stale id."""
+        frames = build_request(next(self._ids), OP_CANCEL, {"id": request_id}, None, self.auth, None)
+        try:
+            self._socket.send_multipart([b"", *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.debug("could not send cancel for %r: %s", request_id, exc)
 
     def call(
         self,
@@ -158,81 +182,16 @@ class BridgeClient:
 
     def stream(
         self, op: str, args: Mapping[str, Any], *, deadline_ms: float | None = None, timeout_s: float | None = None
-    ) -> Iterator[Partial | Reply]:
+    ) -> Generator[Partial | Reply, None, None]:
+        """Partial chunks, then the final Reply, of a streaming op (``close()`` it to abandon)."""
         return self._exchange(op, {**args, "stream": True}, deadline_ms, timeout_s)
 
-    # ------------------------------------------------------------------ ops
+    # ------------------------------------------------------------------ the op surface's transport
 
-    def hello(self) -> Mapping[str, Any]:
-        return self.call(OP_HELLO).result
+    def _run(self, call: OpCall) -> Any:
+        return call.parse(self.call(call.op, call.args, deadline_ms=call.deadline_ms, timeout_s=call.timeout_s))
 
-    def health(self, timeout_s: float | None = None) -> Mapping[str, Any]:
-        return self.call(OP_HEALTH, timeout_s=timeout_s).result
-
-    def stats(self) -> Mapping[str, Any]:
-        return self.call(OP_STATS).result
-
-    def reset(self, session: str | None = None) -> None:
-        self.call(OP_RESET, {"session": session} if session is not None else None)
-
-    def act(
-        self,
-        image: Any = None,
-        *,
-        images: Mapping[str, Any] | None = None,
-        instruction: str | None = None,
-        tactile: Mapping[str, Any] | None = None,
-        proprio: Any = None,
-        session: str | None = None,
-        deadline_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> ActResult:
-        args = act_args(image, images, instruction, tactile, proprio, session)
-        return ActResult.from_reply(self.call(OP_ACT, args, deadline_ms=deadline_ms, timeout_s=timeout_s))
-
-    def caption(
-        self,
-        image: Any,
-        length: str = "normal",
-        *,
-        stream: bool = False,
-        settings: Mapping[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> TextResult | TextStream:
-        args = {"image": image_arg(image), **settings_args(settings, length=length)}
-        return self._text(OP_CAPTION, args, "caption", stream, timeout_s)
-
-    def query(
-        self,
-        image: Any,
-        question: str,
-        *,
-        stream: bool = False,
-        settings: Mapping[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> TextResult | TextStream:
-        args = {"image": image_arg(image), **settings_args(settings, question=question)}
-        return self._text(OP_QUERY, args, "answer", stream, timeout_s)
-
-    def detect(
-        self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None, timeout_s: float | None = None
-    ) -> RegionResult:
-        reply = self.call(
-            OP_DETECT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
-        )
-        return RegionResult.from_reply(reply, "objects")
-
-    def point(
-        self, image: Any, object: str, *, settings: Mapping[str, Any] | None = None, timeout_s: float | None = None
-    ) -> RegionResult:
-        reply = self.call(
-            OP_POINT, {"image": image_arg(image), **settings_args(settings, object=object)}, timeout_s=timeout_s
-        )
-        return RegionResult.from_reply(reply, "points")
-
-    def _text(
-        self, op: str, args: dict[str, Any], key: str, stream: bool, timeout_s: float | None
-    ) -> TextResult | TextStream:
-        if stream:
-            return TextStream(self.stream(op, args, timeout_s=timeout_s), key)
-        return TextResult.from_reply(self.call(op, args, timeout_s=timeout_s), key)
+    def _run_stream(self, call: OpCall) -> TextStream:
+        assert call.text_key is not None
+        events = self._exchange(call.op, call.args, call.deadline_ms, call.timeout_s)
+        return TextStream(events, call.text_key)

@@ -210,14 +210,43 @@ class _Materializer:
         return EncodedImage(fmt, data)
 
     def _scalar(self, obj: dict[Any, Any]) -> Any:
-        dtype = self._dtype(obj)
-        value = _get(obj, "data")
-        if not isinstance(value, (int, float, bool)):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: 'data' must be a number, got {value!r}")
+        return npgeneric_value(self._dtype(obj), _get(obj, "data"))
+
+
+# numpy scalar kind -> the msgpack types its 'data' may have (openpi packs ``obj.item()``)
+_NPGENERIC_DATA_TYPES: dict[str, tuple[type, ...]] = {
+    "b": (bool,), "i": (int,), "u": (int,), "f": (int, float), "U": (str,),
+}
+
+
+def npgeneric_value(dtype: np.dtype[Any], value: Any) -> bool | int | float | str:
+    """openpi's numpy-scalar map -> the plain Python value, so that it is accepted wherever the
+    protocol takes a number, a boolean (or a str): ids, deadlines, settings, list elements."""
+    allowed = _NPGENERIC_DATA_TYPES.get(dtype.kind)
+    if allowed is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: dtype {dtype.str!r} is not a number or a bool")
+    if not isinstance(value, allowed) or (isinstance(value, bool) and dtype.kind != "b"):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: 'data' {value!r:.40} does not fit dtype {dtype.str}")
+    try:
+        plain: bool | int | float | str = dtype.type(value).item()
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r:.40} is not a valid {dtype.str}") from exc
+    if dtype.kind in "iu" and plain != value:  # out of range for the dtype (numpy may wrap)
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r:.40} is out of range for {dtype.str}")
+    return plain
+
+
+def _lenient_scalars(obj: dict[Any, Any]) -> Any:
+    """peek_header's hook: valid numpy-scalar maps become plain values, everything else stays a map."""
+    if _has(obj, NPGENERIC_KEY):
         try:
-            return dtype.type(value)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"numpy scalar: {value!r} is not a valid {dtype.str}") from exc
+            raw = _get(obj, "dtype")
+            raw = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+            if isinstance(raw, str) and len(raw) <= 16:
+                return npgeneric_value(_parse_dtype(raw), _get(obj, "data"))
+        except ProtocolError:
+            pass
+    return obj
 
 
 def decode_header(header_bytes: Buffer, buffers: Sequence[Buffer], max_array_bytes: int) -> Any:
@@ -236,8 +265,9 @@ def decode_header(header_bytes: Buffer, buffers: Sequence[Buffer], max_array_byt
 
 
 def peek_header(header_bytes: Buffer) -> Any:
-    """The header as plain msgpack (arrays left as maps), or None: used to echo the id in errors."""
+    """The header as plain msgpack (arrays left as maps, numpy scalars as plain values), or None:
+    used to echo the id in error replies."""
     try:
-        return msgpack.unpackb(header_bytes, raw=False, strict_map_key=False)
+        return msgpack.unpackb(header_bytes, raw=False, strict_map_key=False, object_hook=_lenient_scalars)
     except Exception:
         return None

@@ -15,16 +15,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from models.registry import ModelSpec
+from vtla_contracts.errors import ConfigError
+from vtla_contracts.model_spec import ModelSpec
+from vtla_contracts.openpi_keys import resolve_mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,21 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class OpenpiConfig:
+    """openpi's websocket policy protocol (bridge/openpi/, docs/openpi.md), a client of the server."""
+
+    enabled: bool = True  # `vtla-bridge up` starts it
+    host: str = "127.0.0.1"
+    port: int = 8001
+    server: str = ""  # inference server endpoint; empty -> server.bind
+    api_keys: tuple[str, ...] = ()  # "Authorization: Api-Key <key>"; empty -> no auth
+    mapping: str = "libero"  # observation key mapping: libero | droid | aloha | custom
+    custom: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # mapping = "custom"
+    request_timeout_s: float = 60.0  # one observation -> actions, and the wait for a policy on connect
+    max_message_bytes: int = 0  # largest websocket frame accepted; 0: no limit (as openpi's server)
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -109,6 +122,7 @@ class BridgeConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     vlm: VlmConfig = field(default_factory=VlmConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    openpi: OpenpiConfig = field(default_factory=OpenpiConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -137,6 +151,12 @@ def _validate(cfg: BridgeConfig) -> None:
         raise ConfigError(f"device.dtype: expected auto, float32, bfloat16 or float16, got {cfg.device.dtype!r}")
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: expected 1..65535, got {cfg.http.port}")
+    if not 0 < cfg.openpi.port < 65536:
+        raise ConfigError(f"openpi.port: expected 1..65535, got {cfg.openpi.port}")
+    _positive("openpi.request_timeout_s", cfg.openpi.request_timeout_s)
+    if cfg.openpi.max_message_bytes < 0:
+        raise ConfigError(f"openpi.max_message_bytes: must be >= 0, got {cfg.openpi.max_message_bytes}")
+    resolve_mapping(cfg.openpi.mapping, cfg.openpi.custom)
 
 
 def _coerce(path: str, value: Any, hint: Any) -> Any:
@@ -213,6 +233,19 @@ def with_overrides(config: BridgeConfig, **sections: Mapping[str, Any]) -> Bridg
     """A copy with some fields of some sections replaced, e.g. ``server={"bind": ...}``."""
     changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
     return dataclasses.replace(config, **changes)
+
+
+SERVER_TOKENS_ENV = "VTLA_BRIDGE_TOKENS"  # comma-separated; adds to [server] auth_tokens (compose, k8s secrets)
+
+
+def with_environment(config: BridgeConfig, env: Mapping[str, str]) -> BridgeConfig:
+    """Secrets that belong in the environment, not in a TOML file: ``VTLA_BRIDGE_TOKENS`` adds
+    server tokens. The HTTP companion reads ``VLM_API_KEY`` itself (bridge/http/settings.py)."""
+    extra = tuple(t.strip() for t in env.get(SERVER_TOKENS_ENV, "").split(",") if t.strip())
+    if not extra:
+        return config
+    tokens = tuple(dict.fromkeys((*config.server.auth_tokens, *extra)))
+    return with_overrides(config, server={"auth_tokens": tokens})
 
 
 def resolve_device(config: DeviceConfig) -> tuple[str, str]:

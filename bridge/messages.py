@@ -13,7 +13,7 @@ import numpy as np
 
 from bridge.codec import Buffer, EncodedImage, decode_header, encode_message, sniff_image_format
 from bridge.errors import BridgeError, ProtocolViolation
-from bridge.protocol import PROTOCOL_VERSION
+from bridge.protocol import PROTOCOL_VERSION, ProtocolError
 
 # replies come from a trusted server, but keep a bound anyway
 _MAX_REPLY_ARRAY_BYTES = 1 << 31
@@ -152,7 +152,10 @@ def parse_reply(frames: list[Any]) -> tuple[Any, dict[str, Any]]:
         raise ProtocolViolation(f"reply without an empty delimiter frame ({len(frames)} frames)")
     buffers = [f.buffer if hasattr(f, "buffer") else f for f in frames[2:]]
     head = frames[1].buffer if hasattr(frames[1], "buffer") else frames[1]
-    header = decode_header(head, buffers, _MAX_REPLY_ARRAY_BYTES)
+    try:
+        header = decode_header(head, buffers, _MAX_REPLY_ARRAY_BYTES)
+    except ProtocolError as exc:  # an undecodable reply is one bad reply, reported as a BridgeError
+        raise ProtocolViolation(f"undecodable reply: {exc.message}") from exc
     if not isinstance(header, dict) or "id" not in header or "ok" not in header:
         raise ProtocolViolation(f"reply header is not a protocol reply: {header!r:.200}")
     return header["id"], header

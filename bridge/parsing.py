@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from bridge.images import ImageLimits, image_from_arg
+from bridge.image_args import ImageLimits, image_from_arg
 from bridge.protocol import (
+    ACT_ARGS,
     CAPTION_LENGTHS,
+    INLINE_ARRAYS_KEY,
     OP_CAPTION,
     OP_QUERY,
     STREAMING_OPS,
@@ -24,6 +26,7 @@ from bridge.protocol import (
     ProtocolError,
 )
 from models.interfaces import GenerationRequest, GenerationSettings, Observation
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 _MAX_ID_CHARS = 256
 _MAX_SESSION_CHARS = 256
@@ -38,6 +41,7 @@ class RequestHead:
     op: str
     args: Mapping[str, Any]
     deadline_ms: float | None
+    inline_arrays: bool = False  # compatible extension: reply arrays inline (openpi's decoder), no frames
 
 
 def _bad(message: str) -> ProtocolError:
@@ -94,7 +98,10 @@ def parse_head(
         if not 0 <= deadline_ms <= max_deadline_ms:
             raise _bad(f"field 'deadline_ms' must be in [0, {max_deadline_ms:g}], got {deadline_ms}")
         deadline_ms = float(deadline_ms)
-    return RequestHead(request_id, op, args, deadline_ms)
+    inline_arrays = header.get(INLINE_ARRAYS_KEY, False)
+    if not isinstance(inline_arrays, bool):
+        raise _bad(f"field {INLINE_ARRAYS_KEY!r} must be true/false, got {inline_arrays!r:.40}")
+    return RequestHead(request_id, op, args, deadline_ms, inline_arrays)
 
 
 def _string(args: Mapping[str, Any], key: str, max_chars: int, required: bool = False) -> str | None:
@@ -147,13 +154,16 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
             image = image_from_arg("args.tactile.image", image, limits)
     force_torque = tactile.get("force_torque")
     if force_torque is not None:
-        force_torque = _float_vector("args.tactile.force_torque", force_torque, 6, 6)
+        force_torque = _float_vector("args.tactile.force_torque", force_torque, FORCE_TORQUE_DIM, FORCE_TORQUE_DIM)
     return image, force_torque
 
 
 def parse_act(
     args: Mapping[str, Any], default_camera: str, limits: ImageLimits, max_instruction_chars: int
 ) -> Observation:
+    unknown = sorted(map(str, set(args) - set(ACT_ARGS)))
+    if unknown:
+        raise _bad(f"args: unknown key(s) {unknown} for 'act'; it takes {list(ACT_ARGS)}")
     has_image, has_images = args.get("image") is not None, args.get("images") is not None
     if has_image == has_images:
         raise _bad("args: exactly one of 'image' (the primary camera) or 'images' (camera -> image) is required")

@@ -1,6 +1,6 @@
 """Wire protocol v1 constants: the one place that names versions, ops, keys and error codes.
 
-The contract itself is docs/protocol.md (a copy of shared/PROTOCOL.md, extended compatibly).
+The contract itself is docs/protocol.md (protocol v1 and its compatible extensions).
 """
 
 from __future__ import annotations
@@ -22,12 +22,18 @@ OP_CAPTION: Final = "caption"
 OP_QUERY: Final = "query"
 OP_DETECT: Final = "detect"
 OP_POINT: Final = "point"
+OP_CANCEL: Final = "cancel"  # compatible extension (round 2): end an earlier request of the same client
 CONTROL_OPS: Final = (OP_HELLO, OP_HEALTH, OP_STATS, OP_RESET)
 GENERATION_OPS: Final = (OP_CAPTION, OP_QUERY, OP_DETECT, OP_POINT)
 STREAMING_OPS: Final = (OP_CAPTION, OP_QUERY)
 ALL_OPS: Final = (*CONTROL_OPS, OP_ACT, *GENERATION_OPS)
 
 CAPTION_LENGTHS: Final = ("short", "normal", "long")
+ACT_ARGS: Final = ("image", "images", "instruction", "tactile", "proprio", "session")  # others: bad_request
+
+# compatible extension: a request header key asking for every reply array inline (no buffer frames),
+# for decoders that know only inline ``data`` (openpi-client's msgpack_numpy)
+INLINE_ARRAYS_KEY: Final = "inline_arrays"
 
 # value markers (decoders accept them as str or bin; this project's encoders write bin)
 NDARRAY_KEY: Final = "__ndarray__"
@@ -46,6 +52,7 @@ class ErrorCode:
     DEADLINE_EXCEEDED: Final = "deadline_exceeded"
     MODEL_UNAVAILABLE: Final = "model_unavailable"
     INTERNAL: Final = "internal"
+    CANCELLED: Final = "cancelled"  # compatible extension (round 2)
 
 
 # code -> retryable, exactly as the protocol's table says
@@ -60,20 +67,9 @@ RETRYABLE: Final[Mapping[str, bool]] = MappingProxyType(
         ErrorCode.DEADLINE_EXCEEDED: True,
         ErrorCode.MODEL_UNAVAILABLE: True,
         ErrorCode.INTERNAL: True,
+        ErrorCode.CANCELLED: False,
     }
 )
-
-# The action layout of an ``act`` result, in physical units: the one source for every policy.
-ACTION_NAMES: Final = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-ACTION_UNITS: Final = ("m", "m", "m", "rad", "rad", "rad", "closed_fraction")  # gripper: 0 open .. 1 closed
-ACTION_DESCRIPTION: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "0-2": "translation (dx, dy, dz) in meters",
-        "3-5": "rotation (droll, dpitch, dyaw) in radians",
-        "6": "gripper (0=open, 1=closed)",
-    }
-)
-
 
 class ProtocolError(Exception):
     """A request the server answers with an error reply (raised while handling it)."""

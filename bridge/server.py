@@ -21,7 +21,8 @@ import zmq
 import bridge
 from bridge.codec import Buffer, decode_header, encode_message, peek_header
 from bridge.config import BridgeConfig
-from bridge.images import ImageLimits, contains_encoded_image
+from bridge.image_args import ImageLimits, contains_encoded_image
+from bridge.inference_loop import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.parsing import RequestHead, parse_act, parse_generation, parse_head, parse_session, readable_id
 from bridge.protocol import (
     GENERATION_OPS,
@@ -36,9 +37,8 @@ from bridge.protocol import (
     error_header,
     success_header,
 )
-from bridge.scheduler import GeneratorLoader, InferenceLoop, PolicyLoader
 from bridge.work import ClientKey, Outbox, Work
-from models import registry
+from models import model_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class InferenceServer:
         self,
         config: BridgeConfig,
         *,
-        load_policy: PolicyLoader = registry.load_policy,
-        load_generator: GeneratorLoader = registry.load_generator,
+        load_policy: PolicyLoader = model_kinds.load_policy,
+        load_generator: GeneratorLoader = model_kinds.load_generator,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config
@@ -224,7 +224,9 @@ class InferenceServer:
             result = {OP_HELLO: self._hello, OP_HEALTH: self._health, OP_STATS: self._stats}[head.op]()
             elapsed_ms = (time.perf_counter() - received_s) * 1000.0
             timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": elapsed_ms, "batch_size": 1}
-            self._send(sock, [*envelope, b"", *encode_message(success_header(head.request_id, result, timing))])
+            threshold = None if head.inline_arrays else self.config.server.frame_threshold_bytes
+            reply = encode_message(success_header(head.request_id, result, timing), threshold)
+            self._send(sock, [*envelope, b"", *reply])
             return
         if self._stop_requested.is_set() or self.loop.state.status == "stopping":
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
@@ -240,6 +242,7 @@ class InferenceServer:
             )
         deadline_s = received_s + head.deadline_ms / 1000.0 if head.deadline_ms is not None else None
         work = Work(envelope, client, head.request_id, head.op, received_s, deadline_s)
+        work.inline_arrays = head.inline_arrays
         self._inflight_total += 1
         self._inflight[client] += 1
         key = next(self._keys)

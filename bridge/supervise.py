@@ -1,8 +1,9 @@
-"""``vtla-bridge up``: the inference server and the HTTP companion, started and supervised together.
+"""``vtla-bridge up``: the inference server, the HTTP companion and (when ``[openpi] enabled``) the
+openpi websocket endpoint, started and supervised together.
 
-Both run as child processes (``python -m bridge serve`` / ``python -m bridge http``) with one
-config. Ctrl-C (SIGINT) or SIGTERM is forwarded to both; each gets the server's shutdown grace
-to finish, then is killed.
+They run as child processes (``python -m bridge serve`` / ``http`` / ``openpi``) with one config.
+Ctrl-C (SIGINT) or SIGTERM is forwarded to all; each gets the server's shutdown grace to finish,
+then is killed.
 
 When a child dies on its own, the other one keeps running (the HTTP side answers 503 while the
 server is away and recovers when it returns) and the dead one is restarted with exponential
@@ -171,12 +172,13 @@ class Supervisor:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vtla-bridge up", description="start the inference server and the HTTP companion together"
+        prog="vtla-bridge up", description="start the inference server, the HTTP companion and the openpi endpoint"
     )
     parser.add_argument("--config", help="TOML config for both (default: built-in defaults)")
     parser.add_argument("--bind", help="inference server endpoint (default: [server] bind; tcp://HOST:* picks a port)")
     parser.add_argument("--host", help="HTTP address (default: [http] host)")
     parser.add_argument("--port", type=int, help="HTTP port (default: [http] port)")
+    parser.add_argument("--openpi-port", type=int, help="openpi websocket port (default: [openpi] port)")
     parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -187,6 +189,15 @@ def child_commands(args: argparse.Namespace, config: BridgeConfig, bind: str) ->
     http = [sys.executable, "-m", "bridge", "http", "--server", config.http.server or connect_endpoint(bind),
             "--host", args.host or config.http.host, "--port", str(args.port or config.http.port), *common]
     return serve, http
+
+
+def openpi_command(args: argparse.Namespace, config: BridgeConfig, bind: str) -> list[str] | None:
+    """The openpi endpoint's command, or None when ``[openpi] enabled = false``."""
+    if not config.openpi.enabled:
+        return None
+    common = [*(["--config", args.config] if args.config else []), "--log-level", str(args.log_level)]
+    return [sys.executable, "-m", "bridge", "openpi", "--server", config.openpi.server or connect_endpoint(bind),
+            "--port", str(args.openpi_port or config.openpi.port), *common]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,16 +215,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vtla-bridge up: {exc}", file=sys.stderr)
         return 2
     serve_argv, http_argv = child_commands(args, config, bind)
-    supervisor = Supervisor([Child("inference server", serve_argv), Child("http companion", http_argv)],
-                            SupervisorPolicy(stop_grace_s=config.server.shutdown_grace_s + 5.0))
+    children = [Child("inference server", serve_argv), Child("http companion", http_argv)]
+    openpi_argv = openpi_command(args, config, bind)
+    if openpi_argv is not None:
+        children.append(Child("openpi endpoint", openpi_argv))
+    supervisor = Supervisor(children, SupervisorPolicy(stop_grace_s=config.server.shutdown_grace_s + 5.0))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, supervisor.request_stop)
     http_host = args.host or config.http.host
     http_port = args.port or config.http.port
 
+    openpi_line = ""
+    if openpi_argv is not None:
+        openpi_port = args.openpi_port or config.openpi.port
+        openpi_line = (f"\n  openpi endpoint   ws://{config.openpi.host}:{openpi_port}"
+                       f"  (WebsocketClientPolicy, mapping {config.openpi.mapping!r})")
+
     def banner() -> None:
         print(f"vtla-bridge up:\n  inference server  {bind}\n  HTTP companion    http://{http_host}:{http_port}"
-              f"  (web UI /, docs /docs, metrics /metrics)\n  Ctrl-C stops both.", file=sys.stderr, flush=True)
+              f"  (web UI /, docs /docs, metrics /metrics){openpi_line}\n  Ctrl-C stops all.",
+              file=sys.stderr, flush=True)
 
     code = supervisor.run(on_started=banner)
     if supervisor.failed:

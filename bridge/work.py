@@ -37,6 +37,7 @@ class Work:
     started_s: float = 0.0
     compute_ms: float = 0.0  # generation: accumulated model time for this request
     batch_size: int = 1
+    inline_arrays: bool = False  # the request asked for reply arrays inline (no buffer frames)
 
     def expired(self, now_s: float) -> bool:
         return self.deadline_s is not None and now_s > self.deadline_s
@@ -63,8 +64,10 @@ class Outbox:
     def wake_fd(self) -> int:
         return self._read_fd
 
-    def _put(self, client: ClientKey, envelope: list[bytes], header: dict[str, Any], final: bool) -> None:
-        frames = encode_message(header, self.frame_threshold_bytes)
+    def _put(
+        self, client: ClientKey, envelope: list[bytes], header: dict[str, Any], final: bool, inline: bool = False
+    ) -> None:
+        frames = encode_message(header, None if inline else self.frame_threshold_bytes)
         self._queue.put(Outgoing(client, [*envelope, b"", *frames], final))
         try:
             os.write(self._write_fd, b"\0")
@@ -92,7 +95,8 @@ class Outbox:
             "server_ms": (now - work.received_s) * 1000.0,
             "batch_size": work.batch_size,
         }
-        self._put(work.client, work.envelope, success_header(work.request_id, result, timing), True)
+        header = success_header(work.request_id, result, timing)
+        self._put(work.client, work.envelope, header, True, work.inline_arrays)
 
     def partial(self, work: Work, chunk: str) -> None:
         self._put(work.client, work.envelope, partial_header(work.request_id, chunk), False)

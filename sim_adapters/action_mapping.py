@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACTION_DIM = 7
+from vtla_contracts.action_layout import ACTION_DIM, GRIPPER_INDEX, ROTATION, TRANSLATION
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def bridge_to_delta_pose(action: np.ndarray, scaling: DeltaPoseScaling, *, close
     """Bridge (7,) -> normalised (7,) ``[pos/max_m, axis_angle/max_rad, gripper]``, clipped to [-1, 1]."""
     a = _check_action(action)
     out = np.empty(ACTION_DIM)
-    out[:3] = a[:3] / scaling.max_translation_m
-    out[3:6] = rpy_to_axis_angle(a[3:6]) / scaling.max_rotation_rad
-    out[6] = gripper_to_signed(a[6], close_positive=close_positive)
+    out[TRANSLATION] = a[TRANSLATION] / scaling.max_translation_m
+    out[ROTATION] = rpy_to_axis_angle(a[ROTATION]) / scaling.max_rotation_rad
+    out[GRIPPER_INDEX] = gripper_to_signed(a[GRIPPER_INDEX], close_positive=close_positive)
     return np.clip(out, -1.0, 1.0)
 
 
@@ -128,9 +128,9 @@ def delta_pose_to_bridge(native: np.ndarray, scaling: DeltaPoseScaling, *, close
     """Inverse of :func:`bridge_to_delta_pose` (within the clipping range)."""
     n = np.clip(np.asarray(native, dtype=np.float64).reshape(ACTION_DIM), -1.0, 1.0)
     out = np.empty(ACTION_DIM, dtype=np.float32)
-    out[:3] = n[:3] * scaling.max_translation_m
-    out[3:6] = axis_angle_to_rpy(n[3:6] * scaling.max_rotation_rad)
-    out[6] = signed_to_gripper(n[6], close_positive=close_positive)
+    out[TRANSLATION] = n[TRANSLATION] * scaling.max_translation_m
+    out[ROTATION] = axis_angle_to_rpy(n[ROTATION] * scaling.max_rotation_rad)
+    out[GRIPPER_INDEX] = signed_to_gripper(n[GRIPPER_INDEX], close_positive=close_positive)
     return out
 
 
@@ -159,8 +159,8 @@ def bridge_to_fetch(action: np.ndarray, max_translation_m: float = FETCH_MAX_TRA
     """Fetch (4,): position / 0.05 m, gripper +1 open, -1 close; the rotation is fixed by the env."""
     a = _check_action(action)
     out = np.empty(4)
-    out[:3] = a[:3] / max_translation_m
-    out[3] = gripper_to_signed(a[6], close_positive=False)
+    out[TRANSLATION] = a[TRANSLATION] / max_translation_m
+    out[3] = gripper_to_signed(a[GRIPPER_INDEX], close_positive=False)
     return np.clip(out, -1.0, 1.0)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from sim_adapters.action_mapping import bridge_to_fetch, rpy_to_quat
 from sim_adapters.interface import ActInputs, AdapterSettings, UnknownTask, configure_gl_backend, missing
-from sim_adapters.privileged import PrivilegedState
+from vtla_contracts.privileged_state import PrivilegedState
 
 logger = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ class ActInputs:
     """One control step's ``act`` arguments, in the protocol's terms."""
 
     images: Mapping[str, np.ndarray]  # camera name -> (H, W, 3) uint8 RGB, top row first
-    proprio: np.ndarray | None = None  # (P,) float32, see sim_adapters.privileged
+    proprio: np.ndarray | None = None  # (P,) float32, see vtla_contracts.privileged_state
     tactile_image: np.ndarray | None = None  # (h, w, 3) float32 or uint8
     force_torque: np.ndarray | None = None  # (6,) float32: force (N) then torque (N m)
 

@@ -14,7 +14,7 @@ then ``pip install mujoco==3.3.7``. (The PyPI package ``libero`` is unusable: it
   frames are rotated by 180 degrees here, as LIBERO policies expect.
 - Speed: shadows, reflections, the skybox and multisampling off (``fast_render``), applied to the
   loaded model and a fresh render context (no second model build).
-- ``proprio``: the privileged layout (:mod:`sim_adapters.privileged`) for the ``expert-libero``
+- ``proprio``: the privileged layout (:mod:`vtla_contracts.privileged_state`) for the ``expert-libero``
   policy, with the object and target resolved from the BDDL goal (:mod:`sim_adapters.libero_goal`).
 """
 
@@ -35,7 +35,7 @@ from sim_adapters.interface import (
     missing,
 )
 from sim_adapters.libero_goal import GoalResolver, parse_goal
-from sim_adapters.privileged import PrivilegedState
+from vtla_contracts.privileged_state import PrivilegedState
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A LIBERO task's goal predicate (from its BDDL) turned into a grasp point and a target.
 
-The ``expert-libero`` policy only knows the privileged layout (:mod:`sim_adapters.privileged`):
+The ``expert-libero`` policy only knows the privileged layout (:mod:`vtla_contracts.privileged_state`):
 "bring the point ``object_pos`` to ``target_pos``". For a goal ``(On akita_black_bowl_1 plate_1)``
 or ``(In alphabet_soup_1 basket_1_contain_region)`` this module picks the point to grasp on the
 object (its top centre, or a point on the rim of an object wider than the open gripper, such as a

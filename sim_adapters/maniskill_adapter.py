@@ -23,7 +23,7 @@ import numpy as np
 
 from sim_adapters.action_mapping import bridge_to_maniskill
 from sim_adapters.interface import ActInputs, AdapterSettings, missing
-from sim_adapters.privileged import PrivilegedState
+from vtla_contracts.privileged_state import PrivilegedState
 
 CONTROL_MODE = "pd_ee_delta_pose"
 CUBE_WIDTH_M = 0.04  # PickCube-v1: 2 cm half-size

@@ -4,7 +4,7 @@ Install: ``pip install mujoco==3.3.7`` (+ ``apt-get install -y libosmesa6`` or `
 offscreen rendering). The scene (``assets/touch_gripper.xml``) is a parallel gripper on x/y/z
 slides with a 4x4 grid of ``touch`` sensors on each pad and a force/torque sensor at the wrist,
 and a 4 cm box to lift (task ``lift``). Observations carry a real tactile image
-(:mod:`sim_adapters.tactile_layout`) and the wrist force/torque (6,).
+(:mod:`vtla_contracts.tactile_layout`) and the wrist force/torque (6,).
 
 Actions: ``[dx, dy, dz]`` metres move the gripper's position targets; rotations are ignored (the
 gantry does not rotate); the gripper command 0 open … 1 closed sets both fingers' targets.
@@ -21,8 +21,8 @@ import numpy as np
 
 from sim_adapters.action_mapping import ACTION_DIM
 from sim_adapters.interface import ActInputs, AdapterSettings, UnknownTask, configure_gl_backend, missing
-from sim_adapters.privileged import PrivilegedState
-from sim_adapters.tactile_layout import TACTILE_COLS, TACTILE_ROWS, tactile_image, touch_sensor_name
+from vtla_contracts.privileged_state import PrivilegedState
+from vtla_contracts.tactile_layout import TACTILE_COLS, TACTILE_ROWS, tactile_image, touch_sensor_name
 
 logger = logging.getLogger(__name__)
 

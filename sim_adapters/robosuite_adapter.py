@@ -30,7 +30,7 @@ from sim_adapters.interface import (
     flip_vertical,
     missing,
 )
-from sim_adapters.privileged import PrivilegedState
+from vtla_contracts.privileged_state import PrivilegedState
 
 logger = logging.getLogger(__name__)
 

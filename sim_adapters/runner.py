@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bridge.client import BridgeClient
     from bridge.errors import BridgeError
-    from sim_adapters.registry import make_adapter
+    from sim_adapters.simulators import make_adapter
 
     try:
         settings = RunSettings(

@@ -15,7 +15,7 @@ from bridge.http.errors import ERROR_CODE_KEY, Handler, error_middleware
 from bridge.http.metrics import HttpMetrics
 from bridge.http.settings import HttpSettings
 from bridge.http.upstream import ClientFactory, Upstream, default_client_factory
-from bridge.images import ImageLimits
+from bridge.image_args import ImageLimits
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from bridge.http.metrics import HttpMetrics
 from bridge.http.settings import HttpSettings
 from bridge.http.upstream import Upstream
-from bridge.images import ImageLimits
+from bridge.image_args import ImageLimits
 
 SETTINGS = web.AppKey("settings", HttpSettings)
 METRICS = web.AppKey("metrics", HttpMetrics)

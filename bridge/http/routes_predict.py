@@ -14,14 +14,15 @@ from aiohttp import web
 
 from bridge.http import keys
 from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
-from bridge.http.images import load_image, load_rgb_array
 from bridge.http.routes_v1 import server_timing
+from bridge.http.uploads import load_image, load_rgb_array
 from bridge.protocol import OP_ACT, OP_STATS
+from vtla_contracts.action_layout import ACTION_DIM
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-ACTION_DIM = 7
 
 
 def parse_bool(field: str, value: str | None, default: bool) -> bool:
@@ -61,10 +62,11 @@ def _force_torque(text: str | None) -> np.ndarray | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        raise ApiError(422, VALIDATION_ERROR, "force_torque: expected a JSON list of 6 numbers") from None
-    ok = isinstance(value, list) and len(value) == 6
+        expected = f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers"
+        raise ApiError(422, VALIDATION_ERROR, expected) from None
+    ok = isinstance(value, list) and len(value) == FORCE_TORQUE_DIM
     if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise ApiError(422, VALIDATION_ERROR, "force_torque: expected a JSON list of 6 numbers")
+        raise ApiError(422, VALIDATION_ERROR, f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers")
     return np.asarray(value, dtype=np.float32)
 
 

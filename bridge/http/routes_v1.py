@@ -17,7 +17,6 @@ from aiohttp import web
 
 from bridge.http import keys
 from bridge.http.errors import ApiError
-from bridge.http.images import decode_data_uri, load_image, load_rgb_array
 from bridge.http.requests_json import (
     check_api_key,
     invalid,
@@ -29,8 +28,10 @@ from bridge.http.requests_json import (
     required_str,
     settings_arg,
 )
+from bridge.http.uploads import decode_data_uri, load_image, load_rgb_array
 from bridge.messages import Partial, Reply
 from bridge.protocol import CAPTION_LENGTHS, OP_ACT, OP_CAPTION, OP_DETECT, OP_POINT, OP_QUERY
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +167,10 @@ async def point(request: web.Request) -> web.StreamResponse:
 def _force_torque(value: Any) -> np.ndarray | None:
     if value is None:
         return None
-    ok = isinstance(value, list) and len(value) == 6
+    ok = isinstance(value, list) and len(value) == FORCE_TORQUE_DIM
     ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if not ok:
-        raise invalid("force_torque", "a list of 6 numbers", value)
+        raise invalid("force_torque", f"a list of {FORCE_TORQUE_DIM} numbers", value)
     return np.asarray(value, dtype=np.float32)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from models.experts.pick_place import ExpertParams, expert_chunk, expert_command
 from models.experts.policy import ExpertPolicy, ExpertSpec
-from models.registry import ModelSpec
+from vtla_contracts.model_spec import ModelSpec
 
 __all__ = ["ExpertParams", "ExpertPolicy", "ExpertSpec", "expert_chunk", "expert_command", "load_expert"]
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sim_adapters.privileged import PrivilegedState
+from vtla_contracts.action_layout import ACTION_DIM, GRIPPER_INDEX
+from vtla_contracts.privileged_state import PrivilegedState
 
 GRIPPER_OPEN = 0.0
 GRIPPER_CLOSED = 1.0
@@ -162,13 +163,13 @@ def expert_chunk(
     state: PrivilegedState, params: ExpertParams, horizon: int, touching: bool | None = None
 ) -> np.ndarray:
     """-> (horizon, 7) float32 bridge actions; steps after the first come from a kinematic rollout."""
-    out = np.zeros((horizon, 7), dtype=np.float32)
+    out = np.zeros((horizon, ACTION_DIM), dtype=np.float32)
     current = state
     for t in range(horizon):
         cmd = expert_command(current, params, touching)
         out[t, :3] = cmd.delta_m
         out[t, 5] = cmd.dyaw_rad
-        out[t, 6] = cmd.gripper
+        out[t, GRIPPER_INDEX] = cmd.gripper
         held = is_holding(current, params, touching) and cmd.gripper == GRIPPER_CLOSED
         current = replace(
             current,

@@ -1,7 +1,7 @@
 """Scripted experts served through ``act``, exactly like a learned policy.
 
 They read the privileged state that sim adapters send as ``proprio`` (layout:
-:mod:`sim_adapters.privileged`) and, for the touch expert, the tactile image. Stateless: every
+:mod:`vtla_contracts.privileged_state`) and, for the touch expert, the tactile image. Stateless: every
 action is a function of the request, so batching, restarts and sessions need nothing special.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from bridge.protocol import ACTION_DESCRIPTION, ACTION_NAMES, ACTION_UNITS
 from models.experts.pick_place import ExpertParams, expert_chunk
 from models.interfaces import InputError, ModelInfo, Observation
-from sim_adapters.privileged import PROPRIO_DIM, PROPRIO_FIELDS, PrivilegedState
-from sim_adapters.tactile_layout import pads_in_contact
+from vtla_contracts.action_layout import ACTION_DESCRIPTION, ACTION_DIM, ACTION_NAMES, ACTION_UNITS
+from vtla_contracts.privileged_state import PROPRIO_DIM, PROPRIO_FIELDS, PrivilegedState
+from vtla_contracts.tactile_layout import pads_in_contact
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ExpertPolicy:
                 "chunk_size": self.spec.chunk_size,
                 "names": list(ACTION_NAMES),
                 "units": list(ACTION_UNITS),
-                "normalization": {"type": "mean_std", "mean": [0.0] * 7, "std": [1.0] * 7},
+                "normalization": {"type": "mean_std", "mean": [0.0] * ACTION_DIM, "std": [1.0] * ACTION_DIM},
             },
             "image_size": None,  # any size: the expert does not look at pixels
             "cameras": list(DEFAULT_CAMERAS),
@@ -83,13 +83,14 @@ class ExpertPolicy:
         }
 
     def stats(self) -> dict[str, Any]:
-        return {"mean": [0.0] * 7, "std": [1.0] * 7, "description": dict(ACTION_DESCRIPTION), "type": "mean_std"}
+        zeros, ones = [0.0] * ACTION_DIM, [1.0] * ACTION_DIM
+        return {"mean": zeros, "std": ones, "description": dict(ACTION_DESCRIPTION), "type": "mean_std"}
 
     def validate(self, obs: Observation) -> None:
         if obs.proprio is None:
             raise InputError(
                 f"{self.spec.kind} needs 'proprio': the privileged state ({PROPRIO_DIM} floats, "
-                "sim_adapters.privileged) that the sim adapters send"
+                "vtla_contracts.privileged_state) that the sim adapters send"
             )
         proprio = np.asarray(obs.proprio)
         if proprio.reshape(-1).shape != (PROPRIO_DIM,):
@@ -108,7 +109,7 @@ class ExpertPolicy:
 
     def act(self, batch: Sequence[Observation]) -> np.ndarray:
         """-> (B, chunk_size, 7) float32 in physical units."""
-        out = np.zeros((len(batch), self.spec.chunk_size, 7), dtype=np.float32)
+        out = np.zeros((len(batch), self.spec.chunk_size, ACTION_DIM), dtype=np.float32)
         for i, obs in enumerate(batch):
             assert obs.proprio is not None  # validate() ran first
             state = PrivilegedState.unpack(obs.proprio)

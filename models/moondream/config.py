@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from vtla_contracts.errors import ConfigError
+
 REAL_PRESET = "moondream2-2025-04-14"
 TINY_PRESET = "tiny"
 REAL_REVISION = "2025-04-14"
@@ -41,10 +43,6 @@ OFFICIAL_TEMPLATES: dict[str, dict[str, tuple[int, ...]]] = {
     "detect": {"prefix": (198, 198, 47504, 25), "suffix": (628,)},
     "point": {"prefix": (198, 198, 12727, 25), "suffix": (628,)},
 }
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a working model."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from models.moondream.sequence import (
     validate_request,
 )
 from models.moondream.text import KVCache
-from models.moondream.tokenizer import TextStream, encode, token_byte_table
+from models.moondream.tokenizer import WordChunker, encode, token_byte_table
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class MoondreamGenerator:
         seq.decode_started_s = now_s
         events: list[GenerationEvent] = []
         if seq.is_text:
-            seq.stream = TextStream(self._token_bytes)
+            seq.stream = WordChunker(self._token_bytes)
             self._after_text_token(seq, token, events)
         else:
             self._after_decision(seq, token, hidden_d, events)

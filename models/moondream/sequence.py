@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.interfaces import GenerationRequest, InputError
-from models.moondream.tokenizer import TextStream
+from models.moondream.tokenizer import WordChunker
 
 TEXT_SKILLS = ("caption", "query")
 REGION_SKILLS = ("detect", "point")
@@ -39,7 +39,7 @@ class SequenceState:
     ttft_ms: float = 0.0
     decode_started_s: float = 0.0
     # text
-    stream: TextStream | None = None
+    stream: WordChunker | None = None
     next_token: int = 0  # sampled, not yet fed
     output_tokens: int = 0
     # region

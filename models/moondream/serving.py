@@ -38,7 +38,7 @@ from models.moondream.generator import MoondreamGenerator
 from models.moondream.model import MoondreamModel, init_random_weights
 from models.moondream.tokenizer import EOS_TEXT, build_tiny_tokenizer, load_tokenizer, templates_from_texts
 from models.moondream.weights import load_checkpoint
-from models.registry import ModelSpec
+from vtla_contracts.model_spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ def _is_cjk(char: str) -> bool:
     return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x2F800 <= cp <= 0x2FA1F
 
 
-class TextStream:
+class WordChunker:
     """Turns token ids into text chunks that end at a word boundary.
 
     ``push`` returns text ready to send (ending in whitespace or a CJK character) or ``""``;

@@ -13,14 +13,11 @@ from safetensors.torch import save_file
 
 from models.moondream.config import MoondreamConfig
 from models.moondream.model import MoondreamModel
+from vtla_contracts.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "model."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the configured architecture."""
 
 
 def checkpoint_keys(model: MoondreamModel) -> dict[str, tuple[int, ...]]:

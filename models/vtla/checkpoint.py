@@ -19,16 +19,13 @@ from tokenizers import Tokenizer
 from models.vtla.config import VTLAConfig
 from models.vtla.model import VTLAModel
 from models.vtla.text import build_byte_tokenizer, load_tokenizer
+from vtla_contracts.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that does not match its config (missing, extra or mis-shaped tensors)."""
 
 
 def build_model(

@@ -13,12 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridge.protocol import ACTION_NAMES, ACTION_UNITS
+from vtla_contracts.action_layout import ACTION_DIM, ACTION_NAMES, ACTION_UNITS, GRIPPER_INDEX
+from vtla_contracts.errors import ConfigError
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 CONFIG_FORMAT = "vtla-bridge/vtla-config/1"
 
 
-# The predecessor's published /stats (PREDECESSORS.md): the tiny preset serves these by default.
+# The predecessor's published /stats (docs/predecessors.md): the tiny preset serves these by default.
 PREDECESSOR_MEAN = (-5.6e-06, 1.7e-05, 4.0e-05, -5.5e-05, -2.4e-04, -9.5e-05, 0.1132)
 PREDECESSOR_STD = (0.005, 0.0066, 0.0068, 0.0136, 0.0172, 0.0182, 0.021)
 
@@ -31,12 +33,8 @@ IMAGE_MARKER = "<image>"
 INSTRUCTION_FIELD = "{instruction}"
 
 
-class ConfigError(ValueError):
-    """A VTLA config that is inconsistent or names unknown fields."""
-
-
 @dataclass(frozen=True)
-class VisionConfig:
+class VtlaVisionConfig:
     """SigLIP vision tower (``SiglipVisionModel``), no pooling head."""
 
     hidden_size: int = 1152
@@ -60,7 +58,7 @@ class VisionConfig:
 
 
 @dataclass(frozen=True)
-class TextConfig:
+class VtlaTextConfig:
     """Qwen2 decoder (``Qwen2Model``) used without its LM head."""
 
     hidden_size: int = 2048
@@ -111,7 +109,8 @@ class TactileConfig:
             len(self.image_mean) == 3 and len(self.image_std) == 3, "tactile image mean/std need 3 values"
         )
         _require(all(s > 0 for s in self.image_std), "tactile.image_std must be positive")
-        _require(len(self.force_torque_scale) == 6, "tactile.force_torque_scale needs 6 values")
+        ft_ok = len(self.force_torque_scale) == FORCE_TORQUE_DIM
+        _require(ft_ok, f"tactile.force_torque_scale needs {FORCE_TORQUE_DIM} values")
         if self.encoder == "resnet18":
             _require(self.image and not self.force_torque, "the resnet18 tactile encoder takes an image only")
 
@@ -155,7 +154,7 @@ class Normalization:
 class ActionConfig:
     """The action chunk the head predicts and how it is read out of the decoder."""
 
-    dim: int = 7
+    dim: int = ACTION_DIM
     chunk_size: int = 1
     names: tuple[str, ...] = ACTION_NAMES
     units: tuple[str, ...] = ACTION_UNITS
@@ -164,7 +163,7 @@ class ActionConfig:
     # "query": a learned token at the end of the sequence (reads everything before it);
     # "legacy": the last image token, as the predecessor did (ignores what follows the image).
     readout: str = "query"
-    gripper_index: int | None = 6  # clipped to [0, 1] after de-normalisation
+    gripper_index: int | None = GRIPPER_INDEX  # clipped to [0, 1] after de-normalisation
 
     def check(self) -> None:
         _require(self.chunk_size >= 1, "action.chunk_size must be >= 1")
@@ -219,8 +218,8 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class VTLAConfig:
     name: str = "tiny"
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+    vision: VtlaVisionConfig = field(default_factory=VtlaVisionConfig)
+    text: VtlaTextConfig = field(default_factory=VtlaTextConfig)
     tactile: TactileConfig = field(default_factory=TactileConfig)
     action: ActionConfig = field(default_factory=ActionConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -259,8 +258,8 @@ class VTLAConfig:
 _T = TypeVar("_T")
 
 _NESTED: dict[tuple[type, str], type] = {
-    (VTLAConfig, "vision"): VisionConfig,
-    (VTLAConfig, "text"): TextConfig,
+    (VTLAConfig, "vision"): VtlaVisionConfig,
+    (VTLAConfig, "text"): VtlaTextConfig,
     (VTLAConfig, "tactile"): TactileConfig,
     (VTLAConfig, "action"): ActionConfig,
     (VTLAConfig, "prompt"): PromptConfig,

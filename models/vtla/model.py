@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
-from models.vtla.config import TextConfig, VisionConfig, VTLAConfig
+from models.vtla.config import VTLAConfig, VtlaTextConfig, VtlaVisionConfig
 from models.vtla.tactile import build_tactile_encoder
 
 INDEX_CACHE_SIZE = 256
@@ -40,7 +40,7 @@ class VTLAInputs:
     proprio: torch.Tensor | None = None  # (B, P) model dtype
 
 
-def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
+def siglip_config(cfg: VtlaVisionConfig) -> SiglipVisionConfig:
     return SiglipVisionConfig(
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -54,7 +54,7 @@ def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
     )
 
 
-def qwen2_config(cfg: TextConfig) -> Qwen2Config:
+def qwen2_config(cfg: VtlaTextConfig) -> Qwen2Config:
     return Qwen2Config(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,

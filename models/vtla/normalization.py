@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bridge.protocol import ACTION_DESCRIPTION
 from models.vtla.config import ActionConfig, Normalization
+from vtla_contracts.action_layout import ACTION_DESCRIPTION
 
 
 def denormalize_np(normalized: np.ndarray, norm: Normalization) -> np.ndarray:

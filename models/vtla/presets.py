@@ -10,9 +10,9 @@ from models.vtla.config import (
     ActionConfig,
     PromptConfig,
     TactileConfig,
-    TextConfig,
-    VisionConfig,
     VTLAConfig,
+    VtlaTextConfig,
+    VtlaVisionConfig,
 )
 
 # The tiny preset's tokenizer is byte-level (256 symbols) plus these special tokens.
@@ -23,10 +23,10 @@ def tiny() -> VTLAConfig:
     """A few hundred thousand parameters: loads in well under a second on CPU."""
     return VTLAConfig(
         name="tiny",
-        vision=VisionConfig(
+        vision=VtlaVisionConfig(
             hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, image_size=64, patch_size=16
         ),
-        text=TextConfig(
+        text=VtlaTextConfig(
             hidden_size=64,
             intermediate_size=128,
             num_layers=2,
@@ -46,8 +46,8 @@ def nano_2b() -> VTLAConfig:
     """The predecessor's shapes: SigLIP-so400m/14 at 384 px (26 layers used) + Qwen1.5-1.8B."""
     return VTLAConfig(
         name="nano-2b",
-        vision=VisionConfig(),
-        text=TextConfig(),
+        vision=VtlaVisionConfig(),
+        text=VtlaTextConfig(),
         tactile=TactileConfig(encoder="cnn", image=True, force_torque=True, image_size=128, cnn_channels=32),
         action=ActionConfig(chunk_size=1, head_hidden=(512, 512)),
         prompt=PromptConfig(max_text_tokens=256),

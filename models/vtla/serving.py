@@ -12,7 +12,6 @@ import torch
 from tokenizers import Tokenizer
 
 from models.interfaces import InputError, ModelInfo, Observation
-from models.registry import ModelSpec
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
@@ -20,6 +19,8 @@ from models.vtla.normalization import ActionDenormalizer, normalization_entry, s
 from models.vtla.preprocess import HostStaging, images_to_pixels, pad_token_ids
 from models.vtla.presets import preset_config
 from models.vtla.text import PromptEncoder, build_byte_tokenizer
+from vtla_contracts.model_spec import ModelSpec
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class VTLAPolicy:
             s = cfg.tactile.image_size
             tactile["image"] = {"shape": [s, s, 3], "dtypes": ["uint8", "float32"]}
         if cfg.tactile.force_torque:
-            tactile["force_torque"] = {"dim": 6}
+            tactile["force_torque"] = {"dim": FORCE_TORQUE_DIM}
         entry: dict[str, Any] = {
             "action": {
                 "dim": cfg.action.dim,
@@ -105,7 +106,7 @@ class VTLAPolicy:
         if obs.force_torque is not None:
             if not cfg.tactile.force_torque:
                 raise InputError("this model takes no force_torque input")
-            _check_vector(obs.force_torque, "force_torque", 6)
+            _check_vector(obs.force_torque, "force_torque", FORCE_TORQUE_DIM)
         if cfg.proprio_dim:
             if obs.proprio is None:
                 raise InputError(f"this model needs proprio of shape ({cfg.proprio_dim},)")

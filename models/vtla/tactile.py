@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.vtla.config import TactileConfig
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 
 class BasicBlock(nn.Module):
@@ -93,7 +94,7 @@ class CnnTactileEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_encoder = SmallTactileCNN(cfg.cnn_channels, hidden_size) if cfg.image else None
-        self.force_torque_proj = nn.Linear(6, hidden_size) if cfg.force_torque else None
+        self.force_torque_proj = nn.Linear(FORCE_TORQUE_DIM, hidden_size) if cfg.force_torque else None
         self.no_touch = nn.Parameter(torch.randn(cfg.num_tokens, hidden_size) * 0.02)  # (k, d)
         self.register_buffer(
             "force_torque_scale", torch.tensor(cfg.force_torque_scale, dtype=torch.float32), persistent=False

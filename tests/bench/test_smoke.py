@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from bench.batching import BatchingOptions, run_batching
-from bench.cli import main
 from bench.control import ControlOptions, run_control
 from bench.gpu import GpuOptions, run_gpu
 from bench.plots import plot
 from bench.processes import NULL_POLICY_KIND, http_companion_available
 from bench.report import figures_for, write_json
+from bench.run_benchmarks import main
 from bench.transport import TransportOptions, run_transport
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,7 +15,8 @@ from bench.stats import ratio, summarize
 from bench.toml_writer import to_toml
 from bench.transport import server_timing_ms
 from models.interfaces import InputError, Observation
-from models.registry import ModelSpec, load_policy
+from models.model_kinds import load_policy
+from vtla_contracts.model_spec import ModelSpec
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -93,7 +93,7 @@ def test_decoder_accepts_str_marker_keys_and_npgeneric() -> None:
     )
     out = decode_header(header, [], LIMIT)
     np.testing.assert_array_equal(out["a"], np.float32([1.5, 2]))
-    assert out["s"] == 2.5 and isinstance(out["s"], np.float64)
+    assert out["s"] == 2.5 and type(out["s"]) is float  # a plain number, accepted wherever one is
 
 
 def test_encoded_images_roundtrip_inline_and_as_frame() -> None:

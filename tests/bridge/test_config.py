@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfig, ConfigError, config_from_mapping, load_config
+from bridge.config import BridgeConfig, ConfigError, config_from_mapping, load_config, with_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +61,13 @@ def test_options_table_reaches_the_model_spec() -> None:
     assert cfg.policy.spec().kind == "expert-lift"
     with pytest.raises(TypeError):
         cfg.vlm.spec().options["max_sequences"] = 1  # type: ignore[index]
+
+
+def test_server_tokens_come_from_the_environment_without_touching_the_rest() -> None:
+    from bridge.config import SERVER_TOKENS_ENV, with_environment
+
+    base = with_overrides(BridgeConfig(), server={"auth_tokens": ("from-toml",)})
+    assert with_environment(base, {}) is base
+    merged = with_environment(base, {SERVER_TOKENS_ENV: " a, b ,,from-toml"})
+    assert merged.server.auth_tokens == ("from-toml", "a", "b")
+    assert merged.batching == base.batching and merged.server.bind == base.server.bind

@@ -43,7 +43,7 @@ def test_act_latency_while_8_captions_stream(start_server: StartServer) -> None:
             async def caption_forever() -> None:
                 nonlocal chunks, captions
                 while not stop.is_set():
-                    async for _ in client.caption_stream(IMG, "long", settings={"max_tokens": 64}):
+                    async for _ in client.caption(IMG, "long", stream=True, settings={"max_tokens": 64}):
                         chunks += 1
                     captions += 1
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from sim_adapters.action_mapping import quat_to_axis_angle
 from sim_adapters.interface import AdapterSettings
-from sim_adapters.registry import make_adapter
+from sim_adapters.simulators import make_adapter
 
 AXIS_STEPS = 6
 

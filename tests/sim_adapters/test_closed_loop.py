@@ -16,11 +16,11 @@ from bridge.config import load_config, with_overrides
 from bridge.server import InferenceServer
 from models.experts import load_expert
 from models.interfaces import Observation
-from models.registry import ModelSpec
 from sim_adapters.interface import AdapterSettings
 from sim_adapters.runner import RunSettings, main, run_episodes
-from sim_adapters.tactile_layout import pad_forces_n
 from tests.sim_adapters.servers import CONFIGS, start_server
+from vtla_contracts.model_spec import ModelSpec
+from vtla_contracts.tactile_layout import pad_forces_n
 
 pytestmark = pytest.mark.sim
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim_adapters.privileged import PROPRIO_DIM, PROPRIO_FIELDS, PrivilegedState
-from sim_adapters.tactile_layout import TACTILE_COLS, TACTILE_ROWS, pad_forces_n, pads_in_contact, tactile_image
+from vtla_contracts.privileged_state import PROPRIO_DIM, PROPRIO_FIELDS, PrivilegedState
+from vtla_contracts.tactile_layout import TACTILE_COLS, TACTILE_ROWS, pad_forces_n, pads_in_contact, tactile_image
 
 
 def state() -> PrivilegedState:

@@ -134,7 +134,7 @@ def test_unexpected_errors_do_not_leak(settings: HttpSettings) -> None:
 
 
 def test_the_http_side_never_imports_torch() -> None:
-    code = ("import sys, bridge.http, bridge.http.cli, bridge.supervise; "
+    code = ("import sys, bridge.http, bridge.http.serve_http, bridge.supervise; "
             "bridge.http.create_app(bridge.http.HttpSettings(server_endpoint='tcp://127.0.0.1:1')); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

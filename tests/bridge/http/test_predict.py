@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bridge.protocol import ACTION_DESCRIPTION
 from tests.bridge.http.conftest import image_bytes
+from vtla_contracts.action_layout import ACTION_DESCRIPTION
 
 
 def form(**fields: Any) -> aiohttp.FormData:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -31,6 +32,7 @@ class Up:
     port: int
     zmq_port: int
     log_path: Path
+    openpi_port: int
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:
@@ -47,15 +49,16 @@ def wait_healthy(url: str, timeout_s: float) -> None:
 
 @pytest.fixture(scope="module")
 def up(artifacts_dir: Path) -> Iterator[Up]:
-    port, zmq_port = free_port(), free_port()
+    port, zmq_port, openpi_port = free_port(), free_port(), free_port()
     log_path = artifacts_dir / "vtla-bridge-up.log"
     env = {**os.environ, "VLM_API_KEY": API_KEY, "VTLA_LOG_LEVEL": "INFO"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "up", "--bind", f"tcp://127.0.0.1:{zmq_port}", "--port", str(port)],
+            [sys.executable, "-m", "bridge", "up", "--bind", f"tcp://127.0.0.1:{zmq_port}", "--port", str(port),
+             "--openpi-port", str(openpi_port)],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-    handle = Up(process, f"http://127.0.0.1:{port}", port, zmq_port, log_path)
+    handle = Up(process, f"http://127.0.0.1:{port}", port, zmq_port, log_path, openpi_port)
     try:
         wait_healthy(handle.url, timeout_s=180)
         yield handle
@@ -125,15 +128,32 @@ def _child_pids(parent: int) -> dict[int, str]:
     return children
 
 
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+def test_openpi_client_through_up(up: Up) -> None:
+    """The default config's openpi endpoint: openpi's own client, unchanged, on [openpi] port."""
+    from openpi_client import websocket_client_policy
+
+    health = requests.get(f"http://127.0.0.1:{up.openpi_port}/healthz", timeout=10)
+    assert health.status_code == 200 and health.text == "OK\n"
+    policy = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", up.openpi_port)
+    try:
+        assert policy.get_server_metadata()["key_mapping"]["name"] == "libero"
+        frame = np.asarray(Image.open(__import__("io").BytesIO(image_bytes(224, 224))).convert("RGB"))
+        actions = policy.infer({"observation/image": frame, "prompt": "pick up the red block"})["actions"]
+        assert actions.dtype == np.float32 and actions.ndim == 2 and actions.shape[1] == 7
+    finally:
+        policy._ws.close()  # openpi's client has no close()
+
+
 @pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the child processes")
 def test_a_killed_child_is_restarted(up: Up) -> None:
     children = _child_pids(up.process.pid)
     http_pids = [pid for pid, cmd in children.items() if " bridge http " in cmd]
-    assert len(children) == 2 and len(http_pids) == 1, children
+    assert len(children) == 3 and len(http_pids) == 1, children  # serve, http, openpi
     os.kill(http_pids[0], signal.SIGKILL)
     wait_healthy(up.url, timeout_s=60)  # restarted by the supervisor; the server kept running
     new_children = _child_pids(up.process.pid)
-    assert http_pids[0] not in new_children and len(new_children) == 2
+    assert http_pids[0] not in new_children and len(new_children) == 3
     assert b"restarting" in up.log_path.read_bytes()
 
 
@@ -149,3 +169,8 @@ def test_ctrl_c_stops_both(up: Up) -> None:
         sock.bind(("127.0.0.1", up.zmq_port))
     log = up.log_path.read_text(errors="replace")
     assert "inference server  tcp://127.0.0.1:" in log and f"http://127.0.0.1:{up.port}" in log
+    assert f"openpi endpoint   ws://127.0.0.1:{up.openpi_port}" in log
+    with socket.socket() as sock:  # nothing listens on the openpi port any more (TIME_WAIT may remain)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", up.openpi_port))
+        sock.listen()

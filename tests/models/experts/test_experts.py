@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.protocol import ACTION_DESCRIPTION
 from models.experts import EXPERT_DEFAULTS, expert_spec, load_expert
 from models.experts.pick_place import ExpertParams, expert_chunk, expert_command
 from models.interfaces import InputError, Observation
-from models.registry import POLICY_KINDS, ModelSpec, load_policy
-from sim_adapters.privileged import PROPRIO_DIM, PrivilegedState
-from sim_adapters.tactile_layout import TACTILE_COLS, TACTILE_ROWS, tactile_image
+from models.model_kinds import POLICY_KINDS, load_policy
+from vtla_contracts.action_layout import ACTION_DESCRIPTION
+from vtla_contracts.model_spec import ModelSpec
+from vtla_contracts.privileged_state import PROPRIO_DIM, PrivilegedState
+from vtla_contracts.tactile_layout import TACTILE_COLS, TACTILE_ROWS, tactile_image
 
 PARAMS = ExpertParams(release_at_target=False, max_step_m=0.03)
 IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)

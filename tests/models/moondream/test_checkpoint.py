@@ -18,8 +18,8 @@ from models.moondream.config import preset_config
 from models.moondream.model import MoondreamModel, init_random_weights
 from models.moondream.serving import load_generator
 from models.moondream.weights import CheckpointError
-from models.registry import ModelSpec
 from tests.models.moondream.conftest import request, run_to_end
+from vtla_contracts.model_spec import ModelSpec
 
 OFFICIAL_KEYS_SAMPLE = (
     "model.text.wte",  # no ".weight" suffix upstream

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from models.moondream.config import TEMPLATE_TEXTS
 from models.moondream.tokenizer import (
-    TextStream,
+    WordChunker,
     build_tiny_tokenizer,
     bytes_to_unicode,
     encode,
@@ -43,7 +43,7 @@ def test_templates_encode_the_official_texts() -> None:
 def test_stream_rebuilds_the_text_and_cuts_only_at_word_boundaries(text: str) -> None:
     ids = encode(TOKENIZER, text)
     assert b"".join(TABLE[i] for i in ids) == text.encode("utf-8")
-    stream = TextStream(TABLE)
+    stream = WordChunker(TABLE)
     chunks = [chunk for chunk in (stream.push(i) for i in ids) if chunk]
     tail = stream.finish()
     assert "".join(chunks) + tail == text == stream.text
@@ -56,7 +56,7 @@ def test_stream_rebuilds_the_text_and_cuts_only_at_word_boundaries(text: str) ->
 
 def test_multibyte_character_split_across_tokens_is_held_back() -> None:
     table = [b"ab ", b"\xc3", b"\xa9 ", b"\xe2\x82", b"\xac"]  # "é" and "€" split over tokens
-    stream = TextStream(table)
+    stream = WordChunker(table)
     assert stream.push(0) == "ab "
     assert stream.push(1) == ""  # half of "é": nothing to send yet
     assert stream.push(2) == "é "

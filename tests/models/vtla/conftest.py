@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.interfaces import Observation
-from models.registry import ModelSpec
 from models.vtla.serving import VTLAPolicy, load_policy
+from vtla_contracts.model_spec import ModelSpec
 
 
 def make_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from transformers import Qwen2Model, SiglipVisionModel
 
-from models.registry import ModelSpec
 from models.vtla.config import VTLAConfig
 from models.vtla.convert import ConversionError, convert, main
 from models.vtla.model import qwen2_config, siglip_config
@@ -23,6 +22,7 @@ from models.vtla.serving import VTLAPolicy, load_policy
 from models.vtla.tactile import ResNet18Trunk
 from models.vtla.text import build_byte_tokenizer
 from tests.models.vtla.conftest import make_image, make_obs
+from vtla_contracts.model_spec import ModelSpec
 
 MEAN = np.array([-5.6e-06, 1.7e-05, 4.0e-05, -5.5e-05, -2.4e-04, -9.5e-05, 0.1132])
 STD = np.array([0.005, 0.0066, 0.0068, 0.0136, 0.0172, 0.0182, 0.021])

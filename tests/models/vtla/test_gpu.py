@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.registry import ModelSpec
 from models.vtla.serving import load_policy
 from tests.models.vtla.conftest import force_torque, make_image, make_obs
+from vtla_contracts.model_spec import ModelSpec
 
 pytestmark = [
     pytest.mark.gpu,

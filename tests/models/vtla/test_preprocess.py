@@ -51,7 +51,8 @@ def test_batch_rows_stay_in_order() -> None:
     images = [make_image(40, 50, seed=s) for s in range(3)]
     together = to_pixels(images, 32)
     for row, image in enumerate(images):
-        np.testing.assert_array_equal(together[row], to_pixels([image], 32)[0])
+        # a batch of 3 vs a batch of 1: resize kernels may vectorise differently; same pixels within 1e-6
+        np.testing.assert_allclose(together[row], to_pixels([image], 32)[0], atol=1e-6)
 
 
 def test_pad_token_ids_right_pads() -> None:

@@ -1,4 +1,4 @@
-"""The tactile image of the project's touch scene, shared by the adapter and the touch expert.
+"""Tactile layouts: the force/torque vector, and the touch scene's pad grid (adapter and touch expert).
 
 Each finger pad carries a grid of MuJoCo ``touch`` sensors (normal force in newtons summed over
 the sensor's site). The ``tactile.image`` sent to the bridge is ``(TACTILE_ROWS, TACTILE_COLS, 3)``
@@ -12,6 +12,7 @@ from typing import Final
 
 import numpy as np
 
+FORCE_TORQUE_DIM: Final = 6  # [fx, fy, fz] newtons, [tx, ty, tz] newton-metres
 TACTILE_ROWS: Final = 4
 TACTILE_COLS: Final = 4
 LEFT_CHANNEL: Final = 0

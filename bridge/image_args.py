@@ -57,14 +57,17 @@ def decode_encoded(field: str, image: EncodedImage, limits: ImageLimits) -> np.n
 
 
 def image_from_arg(field: str, value: Any, limits: ImageLimits) -> np.ndarray:
-    """An image argument (Array uint8 (H, W, 3) or EncodedImage) -> (H, W, 3) uint8."""
+    """An image argument (Array uint8 (H, W, 3) or (3, H, W), or EncodedImage) -> (H, W, 3) uint8."""
     if isinstance(value, EncodedImage):
         return decode_encoded(field, value, limits)
     if isinstance(value, np.ndarray):
+        if value.dtype == np.uint8 and value.ndim == 3 and value.shape[0] == 3 and value.shape[2] != 3:
+            value = np.ascontiguousarray(value.transpose(1, 2, 0))  # channels-first (3, H, W), unambiguous
         if value.dtype != np.uint8 or value.ndim != 3 or value.shape[2] != 3:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST,
-                f"{field}: expected an (H, W, 3) uint8 RGB array, got shape {list(value.shape)} {value.dtype}",
+                f"{field}: expected an (H, W, 3) uint8 RGB array (or channels-first (3, H, W) with W != 3), "
+                f"got shape {list(value.shape)} {value.dtype}",
             )
         check_image_size(field, value.shape[1], value.shape[0], limits)
         return value

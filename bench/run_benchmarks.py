@@ -25,7 +25,6 @@ from typing import Any
 from bench.batching import BatchingOptions, run_batching
 from bench.control import ControlOptions, run_control
 from bench.gpu import GpuOptions, GpuUnavailable, run_gpu
-from bench.plots import plot
 from bench.report import Figure, figures_for, markdown_table, text_table, write_json
 from bench.transport import TransportOptions, run_transport
 
@@ -107,6 +106,11 @@ def run_one(name: str, args: argparse.Namespace, out_dir: Path, progress: bool) 
     result["machine"] = machine()
     result["command"] = " ".join(["vtla-bridge", "bench", *args.argv])
     write_json(out_dir / f"{name}.json", result)
+    try:
+        from bench.plots import plot
+    except ModuleNotFoundError as exc:  # matplotlib comes with the bench extra
+        logger.warning("no plots (%s): pip install '.[bench]' for them; the JSON and the table are written", exc)
+        return result
     for path in plot(name, result, out_dir):
         logger.info("wrote %s", path)
     return result

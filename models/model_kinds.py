@@ -10,22 +10,12 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from vtla_contracts.model_spec import ModelSpec
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to load and from where (one ``[policy]`` or ``[vlm]`` table of the config)."""
-
-    kind: str
-    preset: str = "tiny"
-    path: str = ""  # local checkpoint directory; empty -> the preset with random weights
-    hub_download: bool = False  # opt-in: fetch official weights from the Hugging Face Hub
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # kind -> "module:callable"; the module is imported lazily so that the client stays light.

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bridge.codec import EncodedImage, sniff_image_format
 from bridge.http.errors import ApiError
-from bridge.images import ImageLimits, check_image_size
+from bridge.image_args import ImageLimits, check_image_size
 from bridge.protocol import ErrorCode, ProtocolError
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from bridge.config import BridgeConfig, resolve_device
 from bridge.protocol import OP_ACT, OP_RESET, ErrorCode, ProtocolError
 from bridge.work import Outbox, Work
-from models import registry
+from models import model_kinds
 from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class InferenceLoop:
         self,
         config: BridgeConfig,
         outbox: Outbox,
-        load_policy: PolicyLoader = registry.load_policy,
-        load_generator: GeneratorLoader = registry.load_generator,
+        load_policy: PolicyLoader = model_kinds.load_policy,
+        load_generator: GeneratorLoader = model_kinds.load_generator,
     ) -> None:
         self.config = config
         self.outbox = outbox

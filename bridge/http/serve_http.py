@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from bridge.config import ConfigError, load_config
+from bridge.config import ConfigError, load_config, with_environment
 from bridge.http.app import create_app
 from bridge.http.settings import settings_from_config
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
     try:
-        config = load_config(args.config)
+        config = with_environment(load_config(args.config), os.environ)
         settings = settings_from_config(config, os.environ, server=args.server, host=args.host, port=args.port)
     except (ConfigError, ValueError) as exc:
         print(f"vtla-bridge http: {exc}", file=sys.stderr)

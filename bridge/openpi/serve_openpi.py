@@ -1,0 +1,57 @@
+"""``vtla-bridge openpi``: run the openpi websocket policy endpoint in this process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from bridge.config import ConfigError, load_config
+from bridge.openpi.app import create_app
+from bridge.openpi.settings import settings_from_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtla-bridge openpi",
+        description="serve openpi's websocket policy protocol (openpi-client's WebsocketClientPolicy)",
+    )
+    parser.add_argument("--config", help="TOML config (default: built-in defaults)")
+    parser.add_argument("--server", help="inference server endpoint (default: [openpi] server, else [server] bind)")
+    parser.add_argument("--host", help="address to listen on (default: [openpi] host)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: [openpi] port)")
+    parser.add_argument("--log-level", default=os.environ.get("VTLA_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    try:
+        settings = settings_from_config(load_config(args.config), server=args.server, host=args.host, port=args.port)
+    except (ConfigError, ValueError) as exc:
+        print(f"vtla-bridge openpi: {exc}", file=sys.stderr)
+        return 2
+    auth = "on" if settings.api_keys else "off"
+    print(f"vtla-bridge openpi: ws://{settings.host}:{settings.port}  (inference server {settings.server_endpoint},"
+          f" mapping {settings.mapping.name!r}, Api-Key auth {auth})", file=sys.stderr, flush=True)
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None,
+                    shutdown_timeout=5.0)
+    except OSError as exc:
+        print(f"vtla-bridge openpi: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
