@@ -84,7 +84,10 @@ for sim in "${sims[@]}"; do
     echo "== $sim venv: $venv (cached)"
   fi
   # this checkout, without deps (the tests also put it first on PYTHONPATH)
-  "$venv/bin/python" -m pip install -q --no-deps -e "$repo"
+  if [ "$(cat "$venv/.repo" 2>/dev/null)" != "$repo" ]; then
+    "$venv/bin/python" -m pip install -q --no-deps -e "$repo" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    echo "$repo" > "$venv/.repo"
+  fi
   ln -sfn "$venv" "$root/$sim"
   echo "== $sim venv ready in $((SECONDS - t0)) s"
 done
