@@ -29,6 +29,9 @@ POLICY_KINDS: Mapping[str, str] = MappingProxyType(
         "expert-pickplace": "models.experts:load_expert",
         "expert-touch": "models.experts:load_expert",
         "expert-fetch": "models.experts:load_expert",
+        "expert-metaworld": "models.experts:load_expert",
+        "expert-maniskill": "models.experts:load_expert",
+        "expert-libero": "models.experts:load_expert",
         SIMULATED_KIND: "models.simulated.policy:load_policy",
     }
 )

@@ -7,8 +7,9 @@ command in ``[0 (open), 1 (closed)]``. Simulators want normalised commands:
 - robosuite / LIBERO OSC_POSE (delta): ``[-1, 1]^6`` scaled linearly to +-0.05 m and +-0.5 rad
   (rotation as an axis-angle vector), gripper -1 open, +1 close.
 - gymnasium-robotics Fetch: ``[-1, 1]^4``, position scaled by 0.05 m, gripper +1 open, -1 close.
-- ManiSkill3 ``pd_ee_delta_pose``: ``[-1, 1]^6`` scaled to +-0.1 m and +-0.1 rad (axis-angle),
-  gripper +1 open, -1 close.
+- Meta-World: ``[-1, 1]^4``, mocap position scaled by 0.01 m, gripper +1 close, -1 open.
+- ManiSkill3 ``pd_ee_delta_pose``: ``[-1, 1]^6`` scaled to +-0.1 m and +-0.1 rad (axis-angle,
+  sign flipped: measured inverted on every axis), gripper +1 open, -1 close.
 
 Pure numpy (no simulator import), so every mapping is unit-tested without a simulator.
 """
@@ -37,6 +38,7 @@ class DeltaPoseScaling:
 ROBOSUITE_OSC_SCALING = DeltaPoseScaling(max_translation_m=0.05, max_rotation_rad=0.5)
 MANISKILL_EE_DELTA_SCALING = DeltaPoseScaling(max_translation_m=0.1, max_rotation_rad=0.1)
 FETCH_MAX_TRANSLATION_M = 0.05
+METAWORLD_MAX_TRANSLATION_M = 0.01  # Meta-World's action_scale: 1/100 m of mocap motion per unit
 
 
 def _check_action(action: np.ndarray) -> np.ndarray:
@@ -142,8 +144,15 @@ def robosuite_to_bridge(native: np.ndarray, scaling: DeltaPoseScaling = ROBOSUIT
 
 
 def bridge_to_maniskill(action: np.ndarray, scaling: DeltaPoseScaling = MANISKILL_EE_DELTA_SCALING) -> np.ndarray:
-    """ManiSkill3 pd_ee_delta_pose (normalised): gripper +1 open, -1 close."""
-    return bridge_to_delta_pose(action, scaling, close_positive=False)
+    """ManiSkill3 pd_ee_delta_pose (normalised): gripper +1 open, -1 close; the rotation negated.
+
+    Measured on PickCube-v1 (Panda, mani-skill 3.0.1): a positive command about each base axis
+    turns the TCP the other way about that axis (tests/sim_adapters/test_maniskill.py), so the
+    axis-angle vector is sent with its sign flipped; translation is as commanded.
+    """
+    out = bridge_to_delta_pose(action, scaling, close_positive=False)
+    out[3:6] = -out[3:6]
+    return out
 
 
 def bridge_to_fetch(action: np.ndarray, max_translation_m: float = FETCH_MAX_TRANSLATION_M) -> np.ndarray:
@@ -152,4 +161,13 @@ def bridge_to_fetch(action: np.ndarray, max_translation_m: float = FETCH_MAX_TRA
     out = np.empty(4)
     out[TRANSLATION] = a[TRANSLATION] / max_translation_m
     out[3] = gripper_to_signed(a[GRIPPER_INDEX], close_positive=False)
+    return np.clip(out, -1.0, 1.0)
+
+
+def bridge_to_metaworld(action: np.ndarray, max_translation_m: float = METAWORLD_MAX_TRANSLATION_M) -> np.ndarray:
+    """Meta-World (4,): mocap position / 0.01 m per step, gripper +1 close, -1 open; no rotation."""
+    a = _check_action(action)
+    out = np.empty(4)
+    out[:3] = a[:3] / max_translation_m
+    out[3] = gripper_to_signed(a[6], close_positive=True)
     return np.clip(out, -1.0, 1.0)

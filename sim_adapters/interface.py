@@ -25,6 +25,10 @@ class UnknownTask(ValueError):
     pass
 
 
+class UnknownCamera(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class AdapterSettings:
     """What the runner asks of an adapter (every adapter accepts these)."""
@@ -32,6 +36,7 @@ class AdapterSettings:
     task: str
     image_size: tuple[int, int] = (128, 128)  # (height, width) of the camera sent to the bridge
     camera: str = ""  # empty -> the adapter's default camera
+    cameras: tuple[str, ...] = ()  # several cameras, sent as named images; empty -> (camera,) or the default
     max_steps: int = 0  # 0 -> the adapter's default horizon for the task
     fast_render: bool = True  # shadows, reflections and MSAA off (about 3x faster on CPU)
 
@@ -41,6 +46,21 @@ class AdapterSettings:
             raise ValueError(f"image_size: expected positive (height, width), got {self.image_size}")
         if self.max_steps < 0:
             raise ValueError("max_steps: must be >= 0")
+        if len(set(self.cameras)) != len(self.cameras) or any(not c for c in self.cameras):
+            raise ValueError(f"cameras: expected distinct non-empty names, got {self.cameras}")
+
+    def camera_names(self, default: tuple[str, ...], known: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The cameras to render: ``cameras``, else ``(camera,)``, else the adapter's ``default``.
+
+        ``known`` (when given) is every camera the simulator has; "all" selects all of them.
+        """
+        names = self.cameras or ((self.camera,) if self.camera else default)
+        if names == ("all",) and known:
+            return known
+        unknown = [n for n in names if known and n not in known]
+        if unknown:
+            raise UnknownCamera(f"camera(s) {unknown}: this simulator has {list(known)}")
+        return names
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
 """ManiSkill3 (SAPIEN): table-top tasks such as ``PickCube-v1`` with ``pd_ee_delta_pose``.
 
-Install: ``pip install mani_skill`` (it pulls torch and SAPIEN: install it beside the simulator,
-not into the inference server's environment). CPU rendering needs a Vulkan driver: Mesa's
-lavapipe (``apt-get install -y mesa-vulkan-drivers libvulkan1``) of a newer Mesa than Debian 12
-ships; on a GPU machine the NVIDIA driver's Vulkan ICD is enough.
+Install (its own environment: it pulls torch and SAPIEN; ``.ci/sim_envs.sh maniskill`` makes
+one): ``pip install torch==2.13.0 mani-skill==3.0.1 sapien==3.0.3``. CPU rendering needs a Vulkan
+driver: Mesa's lavapipe 25.x from bookworm-backports (``mesa-vulkan-drivers``); Debian 12's
+22.3.6 fails with ``Failed to find a supported physical device "cpu"``. On a GPU machine the
+NVIDIA driver's Vulkan ICD is enough.
 
 - Actions: normalised ``pd_ee_delta_pose`` — +-0.1 m and +-0.1 rad per unit (axis-angle), the
-  gripper +1 open / -1 close (:func:`action_mapping.bridge_to_maniskill`).
-- Observations: the ``base_camera`` RGB image; ``proprio`` carries the privileged layout
-  (TCP, cube and goal positions) so the pick-and-place experts can drive ``PickCube-v1``.
-Not exercised in this project's CI (no Vulkan renderer here); the action mapping is unit-tested.
+  gripper +1 open / -1 close, the rotation's sign flipped (measured inverted on every axis:
+  :func:`action_mapping.bridge_to_maniskill`, ``tests/sim_adapters/test_maniskill.py``).
+- Horizon: 100 control steps by default (PickCube's own 50-step limit is too tight for a
+  careful expert: seed 0 needs 57); the environment's time limit is set to match.
+- Observations: every sensor camera can be sent (``cameras``; default ``base_camera``);
+  ``proprio`` carries the privileged layout (TCP, cube and goal) for the ``expert-maniskill`` policy.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from vtla_contracts.privileged_state import PrivilegedState
 
 CONTROL_MODE = "pd_ee_delta_pose"
 CUBE_WIDTH_M = 0.04  # PickCube-v1: 2 cm half-size
+DEFAULT_HORIZON = 100
+DEFAULT_CAMERAS = ("base_camera",)
+INSTRUCTIONS = {"PickCube-v1": "pick up the red cube and move it to the green goal"}
+INSTALL = "torch==2.13.0 mani-skill==3.0.1 sapien==3.0.3"
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -42,18 +49,19 @@ class ManiSkillAdapter:
             import gymnasium as gym
             import mani_skill.envs  # noqa: F401  (registers the environments)
         except ImportError as exc:
-            raise missing("ManiSkill3", "mani_skill", "mesa-vulkan-drivers libvulkan1",
-                          "CPU rendering needs Mesa's lavapipe newer than Debian 12's") from exc
+            raise missing("ManiSkill3", INSTALL, "mesa-vulkan-drivers/bookworm-backports libvulkan1",
+                          "CPU rendering needs Mesa's lavapipe 25.x, newer than Debian 12's") from exc
         height, width = settings.image_size
-        self.camera = settings.camera or "base_camera"
+        self.max_steps = settings.max_steps or DEFAULT_HORIZON
         self.env: Any = gym.make(
             settings.task, obs_mode="rgb", control_mode=CONTROL_MODE, render_mode="rgb_array",
-            sensor_configs={"width": width, "height": height},
+            sensor_configs={"width": width, "height": height}, max_episode_steps=self.max_steps,
         )
         self.control_hz = float(getattr(self.env.unwrapped, "control_freq", 20))
-        spec: Any = self.env.spec
-        self.max_steps = settings.max_steps or int(getattr(spec, "max_episode_steps", None) or 100)
-        self.default_instruction = f"solve {settings.task}"
+        known = tuple(getattr(self.env.unwrapped, "_sensors", {}) or DEFAULT_CAMERAS)
+        self.cameras = settings.camera_names(DEFAULT_CAMERAS, known)
+        self.camera = self.cameras[0]
+        self.default_instruction = INSTRUCTIONS.get(settings.task, f"solve {settings.task}")
         self._obs: Any = None
         self._info: dict[str, Any] = {}
         self._steps = 0
@@ -78,8 +86,11 @@ class ManiSkillAdapter:
     def close(self) -> None:
         self.env.close()
 
+    def _image(self, camera: str) -> np.ndarray:
+        return np.ascontiguousarray(_numpy(self._obs["sensor_data"][camera]["rgb"]).astype(np.uint8))
+
     def render(self) -> np.ndarray:
-        return np.ascontiguousarray(_numpy(self._obs["sensor_data"][self.camera]["rgb"]).astype(np.uint8))
+        return self._image(self.camera)
 
     def privileged_state(self) -> PrivilegedState:
         env = self.env.unwrapped
@@ -97,4 +108,5 @@ class ManiSkillAdapter:
         )
 
     def observe(self) -> ActInputs:
-        return ActInputs(images={self.camera: self.render()}, proprio=self.privileged_state().pack())
+        images = {camera: self._image(camera) for camera in self.cameras}
+        return ActInputs(images=images, proprio=self.privileged_state().pack())

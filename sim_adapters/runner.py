@@ -21,7 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from sim_adapters.chunking import ChunkExecutor, ChunkSettings
-from sim_adapters.interface import ActInputs, AdapterSettings, SimAdapter, SimUnavailable, UnknownTask
+from sim_adapters.interface import (
+    ActInputs,
+    AdapterSettings,
+    SimAdapter,
+    SimUnavailable,
+    UnknownCamera,
+    UnknownTask,
+)
 from sim_adapters.metrics import EpisodeResult, StepTiming, format_summary, summarize
 
 logger = logging.getLogger(__name__)
@@ -222,10 +229,18 @@ def _image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _camera_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected camera names separated by commas, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtla-bridge run-sim", description=__doc__.splitlines()[0])
-    p.add_argument("sim", help="robosuite | touch | fetch | maniskill | libero | package.module:Class")
-    p.add_argument("--task", required=True, help="e.g. Lift, Stack, PickPlaceCan (robosuite); lift (touch)")
+    p.add_argument("sim", help="robosuite | touch | fetch | metaworld | maniskill | libero | package.module:Class")
+    p.add_argument("--task", required=True, help="e.g. Lift (robosuite); lift (touch); pick-place-v3 (metaworld); "
+                   "PickCube-v1 (maniskill); libero_spatial/0 (libero)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--server", default="tcp://127.0.0.1:5555",
                    help="inference server endpoint, or several comma-separated (the client spreads over them); "
@@ -245,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-decay", type=float, default=0.01)
     p.add_argument("--image-size", type=_image_size, default=(128, 128), help="camera HxW sent to the bridge")
     p.add_argument("--camera", default="", help="camera name (default: the adapter's)")
+    p.add_argument("--cameras", type=_camera_list, default=(),
+                   help="several cameras, comma-separated, sent as named images ('all': every camera)")
     p.add_argument("--max-steps", type=int, default=0, help="episode horizon (0: the task's)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request client timeout")
     p.add_argument("--auth", default=None, help="server token")
@@ -270,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             record_episodes=args.video_episodes if args.video else 0,
         )
         adapter_settings = AdapterSettings(
-            task=args.task, image_size=args.image_size, camera=args.camera, max_steps=args.max_steps
+            task=args.task, image_size=args.image_size, camera=args.camera, cameras=args.cameras,
+            max_steps=args.max_steps,
         )
     except ValueError as exc:
         print(f"run-sim: {exc}", file=sys.stderr)
@@ -281,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_parallel(args, settings, adapter_settings)
     try:
         adapter = make_adapter(args.sim, adapter_settings)
-    except (SimUnavailable, UnknownTask, ValueError) as exc:
+    except (SimUnavailable, UnknownTask, UnknownCamera, ValueError) as exc:
         print(f"run-sim: {exc}", file=sys.stderr)
         return 2
     client = BridgeClient(args.server, timeout_s=args.timeout_s, auth=args.auth)

@@ -13,6 +13,7 @@ ADAPTERS: Mapping[str, str] = MappingProxyType(
         "robosuite": "sim_adapters.robosuite_adapter:RobosuiteAdapter",
         "touch": "sim_adapters.mujoco_touch:TouchAdapter",
         "fetch": "sim_adapters.fetch_adapter:FetchAdapter",
+        "metaworld": "sim_adapters.metaworld_adapter:MetaWorldAdapter",
         "maniskill": "sim_adapters.maniskill_adapter:ManiSkillAdapter",
         "libero": "sim_adapters.libero_adapter:LiberoAdapter",
     }

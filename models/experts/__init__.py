@@ -2,7 +2,9 @@
 
 Kinds (``[policy] kind = ...``): ``expert-lift``, ``expert-stack``, ``expert-pickplace``
 (robosuite Lift / Stack / PickPlaceCan), ``expert-touch`` (the MuJoCo touch scene; holds by
-touch), ``expert-fetch`` (gymnasium-robotics FetchPickAndPlace). ``[policy.options]`` may set
+touch), ``expert-fetch`` (gymnasium-robotics FetchPickAndPlace), ``expert-metaworld``
+(Meta-World pick-place-v3, push-v3), ``expert-maniskill`` (ManiSkill3 PickCube-v1),
+``expert-libero`` (LIBERO pick-and-place tasks; the adapter resolves the BDDL goal). ``[policy.options]`` may set
 ``chunk_size`` (actions per reply), ``touch_threshold_n`` and any :class:`ExpertParams` field.
 """
 
@@ -35,6 +37,40 @@ EXPERT_DEFAULTS: Mapping[str, dict[str, Any]] = {
         "open_width_m": 0.1,
         "max_step_m": 0.03,
         "grasp_tol_m": 0.01,
+    },
+    # Meta-World: the mocap integrates commands and the hand lags it, so a low gain (a quarter of
+    # the error per step) avoids overshoot; 0.01 m is one full action unit. The TCP rests on the
+    # table 0.028 m above the puck's centre; success is within 7 cm of the goal, so it holds there.
+    "expert-metaworld": {
+        "release_at_target": False,
+        "yaw_period_rad": 0.0,
+        "open_width_m": 0.094,
+        "max_step_m": 0.01,
+        "gain": 0.25,
+        "grasp_offset_z_m": 0.028,
+        "grasp_tol_m": 0.01,
+        "place_tol_m": 0.03,
+    },
+    # LIBERO: the adapter sends a grasp point fixed on the object (a bowl's rim) as object_pos;
+    # a rim pinch is thin (width <= object_width + margin only once it is complete) and the bowl
+    # may turn about the pinch, hence the wider hold distance.
+    "expert-libero": {
+        "release_at_target": True,
+        "yaw_period_rad": 0.0,
+        "open_width_m": 0.078,
+        "max_step_m": 0.04,
+        "grasp_tol_m": 0.01,
+        "place_tol_m": 0.015,
+        "carry_clearance_m": 0.08,
+        "hold_distance_m": 0.05,
+    },
+    # ManiSkill3 PickCube-v1: the cube (4 cm) must be held at the goal, pd_ee_delta_pose tracks well.
+    "expert-maniskill": {
+        "release_at_target": False,
+        "open_width_m": 0.08,
+        "max_step_m": 0.03,
+        "grasp_tol_m": 0.008,
+        "place_tol_m": 0.01,
     },
 }
 _SPEC_OPTIONS = ("chunk_size", "touch_threshold_n")

@@ -53,7 +53,7 @@ def test_fetch_gripper_sign_is_opposite_to_robosuite():
 
 def test_maniskill_scales_10cm_and_tenth_radian():
     native = bridge_to_maniskill(act(dx=0.05, dyaw=0.05, gripper=1.0))
-    np.testing.assert_allclose(native[:6], [0.5, 0, 0, 0, 0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(native[:6], [0.5, 0, 0, 0, 0, -0.5], atol=1e-6)  # rotation sign flipped
     assert native[6] == -1.0
 
 

@@ -18,23 +18,13 @@ from models.experts import load_expert
 from models.interfaces import Observation
 from sim_adapters.interface import AdapterSettings
 from sim_adapters.runner import RunSettings, main, run_episodes
+from tests.sim_adapters.servers import CONFIGS, start_server
 from vtla_contracts.model_spec import ModelSpec
 from vtla_contracts.tactile_layout import pad_forces_n
 
 pytestmark = pytest.mark.sim
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LIFT_EPISODES = 10
-
-
-def start_server(config_name: str, policy: dict[str, Any] | None = None, **kwargs: Any) -> InferenceServer:
-    config = with_overrides(load_config(CONFIGS / config_name), server={"bind": "tcp://127.0.0.1:*"})
-    if policy:
-        config = with_overrides(config, policy=policy)
-    server = InferenceServer(config, **kwargs)
-    server.start()
-    assert server.wait_ready(60), server.loop.state.detail
-    return server
 
 
 @pytest.fixture(scope="module")

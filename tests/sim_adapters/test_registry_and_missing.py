@@ -28,14 +28,38 @@ def test_unknown_simulator_lists_the_known_ones():
 
 @pytest.mark.skipif(importlib.util.find_spec("mani_skill") is not None, reason="ManiSkill is installed")
 def test_missing_maniskill_names_the_packages():
-    with pytest.raises(SimUnavailable, match=r"pip install mani_skill.*mesa-vulkan-drivers"):
+    with pytest.raises(SimUnavailable, match=r"pip install torch==2.13.0 mani-skill==3.0.1 sapien==3.0.3.*mesa-vulkan"):
         make_adapter("maniskill", AdapterSettings(task="PickCube-v1"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("metaworld") is not None, reason="Meta-World is installed")
+def test_missing_metaworld_names_the_no_deps_install():
+    with pytest.raises(SimUnavailable, match=r"--no-deps metaworld==3.1.1"):
+        make_adapter("metaworld", AdapterSettings(task="pick-place-v3"))
+
+
+def test_cameras_setting_validates_names():
+    settings = AdapterSettings(task="x", cameras=("agentview", "wrist"))
+    assert settings.camera_names(("agentview",), ("agentview", "wrist")) == ("agentview", "wrist")
+    assert AdapterSettings(task="x", cameras=("all",)).camera_names(("a",), ("a", "b")) == ("a", "b")
+    assert AdapterSettings(task="x").camera_names(("a",), ("a", "b")) == ("a",)
+    with pytest.raises(ValueError, match="this simulator has"):
+        AdapterSettings(task="x", cameras=("nope",)).camera_names(("a",), ("a", "b"))
+    with pytest.raises(ValueError, match="distinct"):
+        AdapterSettings(task="x", cameras=("a", "a"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libero") is not None, reason="LIBERO is installed")
 def test_missing_libero_names_the_packages():
     with pytest.raises(SimUnavailable, match="LIBERO"):
         make_adapter("libero", AdapterSettings(task="libero_spatial/0"))
+
+
+def test_run_sim_parses_a_camera_list():
+    from sim_adapters.runner import build_parser
+
+    args = build_parser().parse_args(["libero", "--task", "libero_spatial/0", "--cameras", "agentview, wrist"])
+    assert args.cameras == ("agentview", "wrist")
 
 
 def test_bad_libero_task_syntax():
