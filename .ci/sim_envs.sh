@@ -48,7 +48,15 @@ vulkan_lavapipe() {
   fi
   export DEBIAN_FRONTEND=noninteractive
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list
+    # the same Debian mirror the machine already uses for bookworm, backports suite
+    local uri
+    uri=$(awk '/^URIs:/{u=$2} /^Suites:/ && / bookworm( |$)/{print u; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '$1=="deb" && $3=="bookworm"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    if [ -z "$uri" ]; then
+      echo "maniskill: no Debian bookworm apt source to add bookworm-backports beside" >&2
+      return 1
+    fi
+    echo "deb $uri bookworm-backports main" > /etc/apt/sources.list.d/backports.list
   fi
   apt-get update -qq
   # only the Vulkan driver and the libdrm it needs from backports; '-t bookworm-backports' (the
