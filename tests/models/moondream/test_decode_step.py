@@ -138,7 +138,7 @@ def run_schedule(generator: MoondreamGenerator, steps: int) -> tuple[dict[int, A
     for _ in range(10 * steps):
         if generator.decode.steps_run >= steps:
             break
-        while generator.free_slots() and key < 12:
+        while generator.free_slots() and key < 48:  # enough requests for `steps` decode steps
             text = questions[key % len(questions)]
             settings = GenerationSettings(max_tokens=3 + 2 * (key % 4))
             generator.admit(request(key, "query", seed=key, text=text, settings=settings))
