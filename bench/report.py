@@ -200,8 +200,8 @@ def control_figures(result: Mapping[str, Any]) -> list[Figure]:
 
 
 GPU_TARGETS = (
-    ("act p50 at batch 1", "<= 20 ms"),
-    ("act throughput, 64 clients", ">= 180 obs/s"),
+    ("act p50 at batch 1", "<= 8 ms"),
+    ("act throughput, 64 clients", ">= 300 obs/s"),
     ("both models resident", "<= 12 GB"),
     ("Moondream TTFT p50 / tokens/s at 1, 8, 32 streams", "—"),
 )
@@ -221,9 +221,9 @@ def gpu_figures(result: Mapping[str, Any]) -> list[Figure]:
         for n, c in captions.items()
     )
     return [
-        Figure("gpu", GPU_TARGETS[0][0], _f(p50, 1, " ms"), GPU_TARGETS[0][1], _judge(p50, p50 <= 20.0), cmd),
+        Figure("gpu", GPU_TARGETS[0][0], _f(p50, 1, " ms"), GPU_TARGETS[0][1], _judge(p50, p50 <= 8.0), cmd),
         Figure(
-            "gpu", GPU_TARGETS[1][0], _f(rps, 0, " obs/s"), GPU_TARGETS[1][1], _judge(rps, rps >= 180.0), cmd
+            "gpu", GPU_TARGETS[1][0], _f(rps, 0, " obs/s"), GPU_TARGETS[1][1], _judge(rps, rps >= 300.0), cmd
         ),
         Figure(
             "gpu",
@@ -268,7 +268,7 @@ def scaleout_figures(result: Mapping[str, Any]) -> list[Figure]:
 
 
 def engine_figures(result: Mapping[str, Any]) -> list[Figure]:
-    """DESIGN.md §6 targets with the simulated H200 presets (bench/engine.py)."""
+    """docs/targets.md targets with the simulated H200 presets (bench/engine.py)."""
     cmd = COMMANDS["engine"]
     figures: list[Figure] = []
     targets = {64: 0.90, 256: 0.85}

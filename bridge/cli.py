@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+
+from bridge.log_setup import configure_logging
 
 # subcommand -> "module:function" taking the remaining argv
 DELEGATED = {
@@ -27,14 +28,6 @@ DELEGATED = {
     "bench": ("bench.run_benchmarks:main", "run the benchmarks in bench/"),
     "keys": ("bridge.curve_keys:keys_main", "write CURVE key pairs (ZeroMQ certificate files)"),
 }
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _serve(argv: Sequence[str]) -> int:

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge.config import ConfigError, load_config, with_overrides
+from bridge.log_setup import configure_logging
 from bridge.supervise import Child, Supervisor, SupervisorPolicy, resolve_bind
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
         devices = parse_devices(args.devices)

@@ -37,6 +37,7 @@ from typing import Any
 import zmq
 
 from bridge.endpoints import endpoint_list
+from bridge.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.log_level)
     try:
         backends = endpoint_list(args.backend)
         proxy = ZmqProxy(args.frontend, backends, heartbeat_s=args.heartbeat_s).start()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from bridge.config import BridgeConfig, ConfigError, load_config, with_overrides
 from bridge.http.settings import connect_endpoint
+from bridge.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -202,9 +203,7 @@ def openpi_command(args: argparse.Namespace, config: BridgeConfig, bind: str) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
         bind = resolve_bind(args.bind or config.server.bind)

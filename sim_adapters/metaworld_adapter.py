@@ -37,18 +37,18 @@ UPSIDE_DOWN_Z = -0.1  # a camera whose up axis has a world z below this renders 
 
 
 @dataclass(frozen=True)
-class TaskInfo:
+class MetaWorldTask:
     instruction: str
     object_width_m: float  # the object's extent between the fingers
     horizon: int
 
 
-TASKS: dict[str, TaskInfo] = {
-    "pick-place-v3": TaskInfo("pick up the puck and place it at the goal", 0.04, 250),
-    "push-v3": TaskInfo("push the puck to the goal", 0.04, 250),
-    "bin-picking-v3": TaskInfo("move the puck into the other bin", 0.04, 300),
-    "pick-out-of-hole-v3": TaskInfo("pick the peg out of the hole", 0.04, 300),
-    "reach-v3": TaskInfo("reach the goal", 0.04, 150),
+TASKS: dict[str, MetaWorldTask] = {
+    "pick-place-v3": MetaWorldTask("pick up the puck and place it at the goal", 0.04, 250),
+    "push-v3": MetaWorldTask("push the puck to the goal", 0.04, 250),
+    "bin-picking-v3": MetaWorldTask("move the puck into the other bin", 0.04, 300),
+    "pick-out-of-hole-v3": MetaWorldTask("pick the peg out of the hole", 0.04, 300),
+    "reach-v3": MetaWorldTask("reach the goal", 0.04, 150),
 }
 INSTALL = "mujoco==3.3.7 gymnasium==1.2.2 scipy imageio packaging pyopengl && pip install --no-deps metaworld==3.1.1"
 
@@ -78,7 +78,7 @@ class MetaWorldAdapter:
             raise UnknownTask(f"metaworld task {settings.task!r}; e.g. {sorted(TASKS)} "
                               f"(any of the {len(metaworld.ALL_V3_ENVIRONMENTS)} MT1 names)")
         self.task = settings.task
-        info = TASKS.get(settings.task, TaskInfo(f"solve {settings.task}", 0.04, 500))
+        info = TASKS.get(settings.task, MetaWorldTask(f"solve {settings.task}", 0.04, 500))
         self.object_width_m = info.object_width_m
         self.default_instruction = info.instruction
         self.env: Any = self.benchmark.train_classes[settings.task]()

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bridge.log_setup import configure_logging
 from sim_adapters.chunking import ChunkExecutor, ChunkSettings
 from sim_adapters.interface import (
     ActInputs,
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     from bridge.client import BridgeClient
     from bridge.errors import BridgeError
     from sim_adapters.simulators import make_adapter

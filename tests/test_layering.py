@@ -40,6 +40,7 @@ WIRE = {
     "bridge.quoting",
     "bridge.curve_keys",
     "bridge.exposure",
+    "bridge.log_setup",
 }
 CLIENTS = {"bridge.ops", "bridge.client", "bridge.aio_client", "bridge.endpoints", "bridge.ray_discovery"}
 TOP = {

@@ -14,6 +14,7 @@ from bridge.config import ConfigError, load_config, with_environment
 from bridge.exposure import host_is_loopback, warn_if_exposed
 from bridge.http.app import create_app
 from bridge.http.settings import settings_from_config
+from bridge.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    configure_logging(args.log_level)
     try:
         config = with_environment(load_config(args.config), os.environ)
         settings = settings_from_config(config, os.environ, server=args.server, host=args.host, port=args.port)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from bridge.config import ConfigError, load_config
+from bridge.config import ConfigError, load_config, with_environment
+from bridge.log_setup import configure_logging
 from bridge.openpi.app import create_app
 from bridge.openpi.settings import settings_from_config
 
@@ -30,14 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    configure_logging(args.log_level)
     try:
-        settings = settings_from_config(load_config(args.config), server=args.server, host=args.host, port=args.port)
+        config = with_environment(load_config(args.config), os.environ)  # VTLA_BRIDGE_TOKENS for the server
+        settings = settings_from_config(config, server=args.server, host=args.host, port=args.port)
     except (ConfigError, ValueError) as exc:
         print(f"vtla-bridge openpi: {exc}", file=sys.stderr)
         return 2
