@@ -13,7 +13,7 @@ from models.simulated.costs import vtla_forward, vtla_parameters
 from models.simulated.device import wait_ms
 from models.simulated.presets import POLICY_PRESETS, describe_preset, load_preset, policy_workload
 from models.vtla.config import VTLAConfig
-from models.vtla.normalization import denormalize_np, normalization_entry, stats_payload
+from models.vtla.normalization import denormalize_np, io_entry, stats_payload
 from models.vtla.presets import preset_config
 from vtla_contracts.model_spec import ModelSpec
 from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
@@ -53,25 +53,9 @@ class SimulatedPolicy:
         return self.preset.device.phase_ms(work)
 
     def describe(self) -> dict[str, Any]:
-        cfg = self.cfg
-        tactile: dict[str, Any] = {}
-        if cfg.tactile.image:
-            s = cfg.tactile.image_size
-            tactile["image"] = {"shape": [s, s, 3], "dtypes": ["uint8", "float32"]}
-        if cfg.tactile.force_torque:
-            tactile["force_torque"] = {"dim": FORCE_TORQUE_DIM}
         return {
-            "action": {
-                "dim": cfg.action.dim,
-                "chunk_size": cfg.action.chunk_size,
-                "names": list(cfg.action.names),
-                "units": list(cfg.action.units),
-                "normalization": normalization_entry(cfg.action.normalization),
-            },
-            "image_size": [cfg.vision.image_size, cfg.vision.image_size],
-            "cameras": list(cfg.cameras),
-            "tactile": tactile,
-            "proprio": None,
+            **io_entry(self.cfg),
+            "proprio": None,  # the simulated policy reads no robot state
             "random_weights": True,
             "parameters": self._info.parameters,
             "simulated": True,

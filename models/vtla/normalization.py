@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.vtla.config import ActionConfig, Normalization
+from models.vtla.config import ActionConfig, Normalization, VTLAConfig
 from vtla_contracts.action_layout import ACTION_DESCRIPTION
+from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 
 def denormalize_np(normalized: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -80,3 +81,27 @@ def stats_payload(norm: Normalization) -> dict[str, Any]:
             mask=[bool(v) for v in norm.mask or ()],
         )
     return payload
+
+
+def io_entry(cfg: VTLAConfig) -> dict[str, Any]:
+    """What a policy with this config takes and returns, as ``hello`` describes it: the action
+    space, image size, cameras, tactile and proprio inputs. One source for every VTLA-shaped policy."""
+    tactile: dict[str, Any] = {}
+    if cfg.tactile.image:
+        s = cfg.tactile.image_size
+        tactile["image"] = {"shape": [s, s, 3], "dtypes": ["uint8", "float32"]}
+    if cfg.tactile.force_torque:
+        tactile["force_torque"] = {"dim": FORCE_TORQUE_DIM}
+    return {
+        "action": {
+            "dim": cfg.action.dim,
+            "chunk_size": cfg.action.chunk_size,
+            "names": list(cfg.action.names),
+            "units": list(cfg.action.units),
+            "normalization": normalization_entry(cfg.action.normalization),
+        },
+        "image_size": [cfg.vision.image_size, cfg.vision.image_size],
+        "cameras": list(cfg.cameras),
+        "tactile": tactile,
+        "proprio": {"dim": cfg.proprio_dim} if cfg.proprio_dim else None,
+    }

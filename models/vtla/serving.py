@@ -16,7 +16,7 @@ from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
-from models.vtla.normalization import ActionDenormalizer, normalization_entry, stats_payload
+from models.vtla.normalization import ActionDenormalizer, io_entry, stats_payload
 from models.vtla.preprocess import HostStaging, images_to_pixels, pad_token_ids
 from models.vtla.presets import preset_config
 from models.vtla.text import PromptEncoder, build_byte_tokenizer
@@ -89,24 +89,8 @@ class VTLAPolicy:
 
     def describe(self) -> dict[str, Any]:
         cfg = self.cfg
-        tactile: dict[str, Any] = {}
-        if cfg.tactile.image:
-            s = cfg.tactile.image_size
-            tactile["image"] = {"shape": [s, s, 3], "dtypes": ["uint8", "float32"]}
-        if cfg.tactile.force_torque:
-            tactile["force_torque"] = {"dim": FORCE_TORQUE_DIM}
         entry: dict[str, Any] = {
-            "action": {
-                "dim": cfg.action.dim,
-                "chunk_size": cfg.action.chunk_size,
-                "names": list(cfg.action.names),
-                "units": list(cfg.action.units),
-                "normalization": normalization_entry(cfg.action.normalization),
-            },
-            "image_size": [cfg.vision.image_size, cfg.vision.image_size],
-            "cameras": list(cfg.cameras),
-            "tactile": tactile,
-            "proprio": {"dim": cfg.proprio_dim} if cfg.proprio_dim else None,
+            **io_entry(cfg),
             "readout": cfg.action.readout,
             "batch_buckets": list(self.batch_buckets),
             "memory": self.memory.as_dict(),
