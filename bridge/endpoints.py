@@ -153,6 +153,18 @@ class EndpointPool:
         logger.warning("server %s marked down (%s); requests go to the others until it answers health", endpoint,
                        reason)
 
+    def after_failure(self, op: str, endpoint: str, exc: BridgeError, tried: frozenset[str]) -> frozenset[str]:
+        """Called from ``except BridgeError``: a server failure marks ``endpoint`` down and returns the
+        servers tried so far when ``op`` may be retried once elsewhere; otherwise re-raises ``exc``."""
+        if not is_server_failure(exc):
+            raise exc
+        self.mark_down(endpoint, exc)
+        tried |= {endpoint}
+        if op not in RETRY_SAFE_OPS or len(tried) > 1 or len(tried) == len(self.endpoints):
+            raise exc
+        logger.info("%s failed on %s (%s); retrying once on another server", op, endpoint, exc.code)
+        return tried
+
     def mark_up(self, endpoint: str) -> None:
         with self._lock:
             state = self._state[endpoint]
@@ -219,13 +231,7 @@ class EndpointRouter(Generic[L]):
             try:
                 return send(self.links[endpoint])
             except BridgeError as exc:
-                if not is_server_failure(exc):
-                    raise
-                self.pool.mark_down(endpoint, exc)
-                tried |= {endpoint}
-                if op not in RETRY_SAFE_OPS or len(tried) > 1 or len(tried) == len(self.links):
-                    raise
-                logger.info("%s failed on %s (%s); retrying once on another server", op, endpoint, exc.code)
+                tried = self.pool.after_failure(op, endpoint, exc, tried)  # re-raises unless a retry is due
             finally:
                 self.pool.end(endpoint)
 
@@ -304,13 +310,7 @@ class AsyncEndpointRouter(Generic[L]):
             try:
                 return await send(self.links[endpoint])
             except BridgeError as exc:
-                if not is_server_failure(exc):
-                    raise
-                self.pool.mark_down(endpoint, exc)
-                tried |= {endpoint}
-                if op not in RETRY_SAFE_OPS or len(tried) > 1 or len(tried) == len(self.links):
-                    raise
-                logger.info("%s failed on %s (%s); retrying once on another server", op, endpoint, exc.code)
+                tried = self.pool.after_failure(op, endpoint, exc, tried)  # re-raises unless a retry is due
             finally:
                 self.pool.end(endpoint)
 
