@@ -16,6 +16,7 @@ The wrappers add about a microsecond per hop; the figures are p50 per hop in mic
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import statistics
@@ -49,6 +50,8 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
     orig_act = NullPolicy.act
     orig_put = Outbox._put
     orig_send = InferenceServer._send
+    orig_wake = Outbox.wake
+    orig_send_from_producer = InferenceServer._send_from_producer
     orig_drain = Outbox.drain
     last_drain = [0]
     received_ns: list[int | None] = [None]  # I/O thread: when the message being handled arrived
@@ -77,8 +80,20 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
         return result
 
     def put(self: Any, work: Any, header: Any, final: bool) -> None:
+        current[0] = work.request_id
         orig_put(self, work, header, final)
-        stamp(work.request_id, "queued")
+
+    def queued(rid: Any) -> None:  # the reply is queued: now it is sent here or the I/O thread woken
+        if isinstance(rid, int):
+            stamps.setdefault(rid, {}).setdefault("queued", now())
+
+    def wake(self: Any) -> None:
+        queued(current[0])
+        orig_wake(self)
+
+    def send_from_producer(self: Any) -> bool:
+        queued(current[0])
+        return bool(orig_send_from_producer(self))
 
     def drain(self: Any) -> Any:
         items = orig_drain(self)
@@ -101,6 +116,8 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
     Outbox._put = put  # type: ignore[method-assign]
     Outbox.drain = drain  # type: ignore[method-assign]
     InferenceServer._send = send  # type: ignore[method-assign]
+    Outbox.wake = wake  # type: ignore[method-assign]
+    InferenceServer._send_from_producer = send_from_producer  # type: ignore[method-assign]
 
     table = {
         "server": {"bind": endpoint},
@@ -142,11 +159,11 @@ def run(rounds: int, batch_ms: float, frame_hw: int, warmup: int = 30) -> dict[s
     ids = sorted(i for i, s in server_stamps.items() if all(h in s for h in HOPS))
     pairs = list(zip(ids[-rounds:], list(client_stamps.values())[-rounds:], strict=False))
     chain = ("client_send", *HOPS, "client_recv")
-    deltas: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in zip(chain, chain[1:], strict=False)}
+    deltas: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in itertools.pairwise(chain)}
     total: list[float] = []
     for rid, (sent, received) in pairs:
         s = {"client_send": sent, **server_stamps[rid], "client_recv": received}
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             deltas[f"{a}->{b}"].append((s[b] - s[a]) / 1000.0)
         total.append((received - sent) / 1000.0)
     return {

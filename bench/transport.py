@@ -44,8 +44,8 @@ from bench.frames import SIZES_HW, encode, scene_frame
 from bench.processes import (
     NULL_POLICY_KIND,
     HttpProcess,
-    ServerProcess,
     OpenpiStyleServerProcess,
+    ServerProcess,
     http_companion_available,
     openpi_client_available,
     server_table,
