@@ -1,7 +1,7 @@
 """Smoke test of the transport benchmark's flat-cost variants: the bridge and the openpi-style
 websocket server (bench/openpi_server.py, a reimplementation of openpi's server loop) serving
-the same flat-cost policy, next to the pyzmq echo, in one run. Real processes and sockets;
-structure and sanity only, no timing asserts."""
+the same flat-cost policy, next to the pyzmq echo, in one run; and the per-hop stamps of
+bench/request_hops.py. Real processes and sockets; structure and sanity only, no timing asserts."""
 
 from __future__ import annotations
 
@@ -52,3 +52,14 @@ def test_openpi_variant_is_pending_when_its_client_is_missing(
     assert "openpi_flat" in result["pending"] and "openpi_flat" not in result["sizes"]["224x224"]
     figures = figures_for("transport", {**result, "status": "ok"})
     assert any(f.measured == "pending" and "openpi" in f.name for f in figures)
+
+
+def test_request_hops_stamps_every_hop_of_a_real_server() -> None:
+    from bench.request_hops import HOPS, run
+
+    result = run(rounds=10, batch_ms=1.0, frame_hw=32, warmup=3)
+    assert result["rounds"] == 10
+    hops = result["p50_us"]
+    assert list(hops) == [f"{a}->{b}" for a, b in zip(("client_send", *HOPS), (*HOPS, "client_recv"), strict=True)]
+    assert hops["forward_start->forward_end"] >= 1000.0  # the 1 ms forward is inside its hop
+    assert result["round_trip_p50_us"] >= hops["forward_start->forward_end"]
