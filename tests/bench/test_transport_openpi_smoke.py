@@ -13,13 +13,12 @@ import pytest
 from bench.report import figures_for
 from bench.transport import TransportOptions, run_transport
 
-pytest.importorskip("openpi_client")
-pytest.importorskip("websockets")
-
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_bridge_and_openpi_flat_cost_side_by_side(tmp_path: Path) -> None:
+    pytest.importorskip("openpi_client")
+    pytest.importorskip("websockets")
     variants = ("zmq_echo", "bridge_flat", "openpi_flat")
     options = TransportOptions(sizes=("224x224",), rounds=8, warmup_rounds=2, variants=variants, flat_ms=2.0)
     result = run_transport(options, tmp_path / "logs", progress=False)
