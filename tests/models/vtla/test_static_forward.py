@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.vtla.serving import VTLAPolicy, load_policy
 from tests.models.vtla.conftest import force_torque, make_image, make_obs
@@ -23,7 +22,8 @@ def batches() -> list[list[object]]:
         batch = []
         for r in range(1 + b % 3):
             seed = 10 * b + r
-            kwargs: dict[str, object] = {"instruction": ["pick", None, "stack the blue block on the green one"][seed % 3]}
+            instruction = ["pick", None, "stack the blue block on the green one"][seed % 3]
+            kwargs: dict[str, object] = {"instruction": instruction}
             if seed % 2 == 0:
                 kwargs["force_torque"] = force_torque(seed)
             if seed % 3 == 1:
