@@ -12,7 +12,7 @@
 #   bench/           `vtla-bridge bench gpu`: the same figures through the real server and clients
 #   summary.json     exit status of each part
 # Usage: bash bench/gpu_check.sh            (PYTHONPATH is set to this checkout)
-# The three timeouts sum to 480 s: the whole script stays under 8 minutes.
+# The three timeouts sum to 470 s: the whole script stays under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -31,7 +31,7 @@ timeout 90 python -m pytest -q -p no:cacheprovider -m gpu tests/models > "$OUT/g
 tests_rc=$?
 echo "gpu tests rc=$tests_rc ($((SECONDS - start_s)) s)"
 
-timeout 150 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log" 2>&1
+timeout 140 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log" 2>&1
 bench_rc=$?
 echo "bench gpu rc=$bench_rc ($((SECONDS - start_s)) s)"
 
