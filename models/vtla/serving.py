@@ -236,17 +236,24 @@ class VTLAPolicy:
             obs = Observation(images=obs.images, proprio=np.zeros(self.cfg.proprio_dim, dtype=np.float32))
         self.act([obs])
         logger.info("VTLA warm-up done (batch 1, %dx%d)", s, s)
-        if self.static is None or self._device.type != "cuda":
-            return
+        if self.static is not None and self._device.type == "cuda":
+            self.warm_all_shapes(obs)
+
+    def warm_all_shapes(self, obs: Observation) -> int:
+        """Run (and with CUDA graphs capture) every (batch bucket, length) shape -> shapes run."""
+        if self.static is None:
+            return 0
+        count = 0
         with torch.inference_mode(), self._on_stream():
             template = self._inputs([obs])
             for batch in self.batch_buckets:
                 for length in self.sequence_lengths():
                     self.static.warm(batch, length, template)
-            torch.cuda.current_stream(self._device).synchronize()
-        logger.info(
-            "VTLA warm-up: %d shapes, %d CUDA graphs", len(self.static.shapes()), self.static.graphs_captured
-        )
+                    count += 1
+            if self._device.type == "cuda":
+                torch.cuda.current_stream(self._device).synchronize()
+        logger.info("VTLA warm-up: %d shapes, %d CUDA graphs", count, self.static.graphs_captured)
+        return count
 
     def _inputs(self, batch: Sequence[Observation]) -> VTLAInputs:
         cfg, dt = self.cfg, self._dtype

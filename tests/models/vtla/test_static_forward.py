@@ -84,6 +84,16 @@ def test_every_shape_runs_and_lengths_cover_the_prompt_limit() -> None:
     assert p.describe()["sequence_buckets"] == lengths and p.describe()["cuda_graphs"] is False
 
 
+def test_warming_every_shape_runs_each_once_and_serving_adds_none() -> None:
+    """What warmup() does on CUDA (there also capturing each shape), run on CPU."""
+    p = policy(batch_buckets=[1, 2])
+    assert p.static is not None
+    count = p.warm_all_shapes(make_obs(0))
+    assert count == 2 * len(p.sequence_lengths()) == len(p.static.shapes())
+    p.act([make_obs(1, instruction="pick"), make_obs(2, force_torque=force_torque(2))])
+    assert len(p.static.shapes()) == count  # a served batch finds its shape warmed
+
+
 @pytest.mark.slow
 def test_static_forward_compiles_fullgraph_without_recompiles() -> None:
     import torch._dynamo
