@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from bridge.http.errors import VALIDATION_ERROR, ApiError
 from bridge.quoting import quote
 
-_NONBLANK = r"\S"  # at least one character that is not whitespace
+# at least one character that is whitespace neither to Python (str.isspace) nor to JSON Schema's
+# ECMA-262 regexes: spelled out, so that both engines read the pattern alike
+_NONBLANK = r"[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 
 
 def invalid(name: str, expected: str, value: Any) -> ApiError:
@@ -85,6 +87,7 @@ class PatternField:
     required: bool = False
     description: str = ""
     example: str | None = None
+    format: str | None = None  # a name for tools (e.g. to generate real images for "data-uri")
     status: int = 422  # 400 where the predecessor answered a malformed value with 400
     code: str = VALIDATION_ERROR
 
@@ -100,6 +103,8 @@ class PatternField:
         schema: dict[str, Any] = {"type": "string", "pattern": self.pattern, "description": self.description}
         if self.example is not None:
             schema["examples"] = [self.example]
+        if self.format is not None:
+            schema["format"] = self.format
         return schema
 
 
@@ -244,30 +249,51 @@ class UploadField:
         return {"type": "string", "format": "binary", "description": self.description}
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
 @dataclass(frozen=True)
 class WordFlagField:
-    """A form's boolean as a word (case-insensitive, as the predecessor's FastAPI read it); empty -> default."""
+    """A form's boolean as a word in any case (as the predecessor's FastAPI read it); empty -> default."""
 
     true_words: tuple[str, ...]
     false_words: tuple[str, ...]
     default: bool
     required: bool = False
 
+    @property
+    def pattern(self) -> str:
+        return "^(?:" + "|".join(_any_case(w) for w in (*self.true_words, *self.false_words)) + ")?$"
+
     def check(self, name: str, value: Any) -> bool | None:
         if not isinstance(value, str):
             raise ApiError(422, VALIDATION_ERROR, f"{name}: expected a text field")
-        word = value.lower()
-        if word in self.true_words:
-            return True
-        if word in self.false_words:
-            return False
-        if word == "":
+        if not re.search(self.pattern, value):
+            raise invalid(name, f"one of {[*self.true_words, *self.false_words]} (any case)", value)
+        word = value.strip().lower()  # (Python's ``$`` also admits one final newline)
+        if not word:
             return None  # as if absent
-        raise invalid(name, f"one of {[*self.true_words, *self.false_words]}", value)
+        return word in self.true_words
 
     def json_schema(self) -> dict[str, Any]:
-        return {"type": "string", "enum": ["", *self.true_words, *self.false_words],
-                "description": f"case-insensitive; empty: the default ({str(self.default).lower()})"}
+        return {"type": "string", "pattern": self.pattern,
+                "description": f"{'/'.join(self.true_words)} or {'/'.join(self.false_words)}, any case; "
+                               f"empty: the default ({str(self.default).lower()})"}
+
+    def words_pattern(self, words: tuple[str, ...]) -> str:
+        """A pattern for some of the words (for rules over this field)."""
+        return "^(?:" + "|".join(_any_case(w) for w in words) + ")$"
+
+
+class FormRule(Protocol):
+    """A rule over several checked fields of a form, with its JSON Schema (an ``allOf`` member)."""
+
+    def check(self, fields: Mapping[str, Any]) -> None:
+        """422 when the fields break the rule."""
+
+    def json_schema(self) -> dict[str, Any]:
+        """The rule as a JSON Schema over the form object."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +301,7 @@ class FormSpec:
     """A multipart form: text parts are checked by their declared text specs, file parts by UploadField."""
 
     fields: Mapping[str, FieldSpec]
+    rules: tuple[FormRule, ...] = ()
 
     def validate(self, form: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -289,12 +316,17 @@ class FormSpec:
             checked = spec.check(key, given)
             if checked is not None:
                 out[key] = checked
+        for rule in self.rules:
+            rule.check(out)
         return out
 
     def json_schema(self) -> dict[str, Any]:
         required = [key for key, spec in self.fields.items() if spec.required]
-        return {"type": "object", "required": required,
-                "properties": {key: spec.json_schema() for key, spec in self.fields.items()}}
+        schema: dict[str, Any] = {"type": "object", "required": required,
+                                  "properties": {key: spec.json_schema() for key, spec in self.fields.items()}}
+        if self.rules:
+            schema["allOf"] = [rule.json_schema() for rule in self.rules]
+        return schema
 
     def encoding(self) -> dict[str, Any]:
         """OpenAPI's per-part encoding: files as octet streams, text parts as text/plain."""

@@ -34,16 +34,16 @@ _OBJECT = {"type": "object"}
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
 _TEXT_RESULT = {"request_id": {"type": "string"}, "finish_reason": {"type": "string"}, "metrics": _OBJECT,
                 "timing": _OBJECT}
+_ERROR_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "message", "retryable"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "retryable": {"type": "boolean"}},
+}
 _ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "detail"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "retryable"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "retryable": {"type": "boolean"}},
-        },
+        "error": _ERROR_FIELDS,
         "detail": {"type": "string", "description": "= error.message (the predecessor's key)"},
     },
 }
@@ -71,10 +71,24 @@ def _result(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
+def _sse_event(final: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event of a ``stream: true`` reply: chunks, then the final result or an error."""
+    chunk = _result({"chunk": {"type": "string"}, "completed": {"const": False}})
+    error = _result({"completed": {"const": True}, "request_id": {"type": "string"},
+                     "error": _ERROR_FIELDS})
+    done = {**final, "required": [*final["required"], "completed"],
+            "properties": {**final["properties"], "completed": {"const": True}}}
+    return {"type": "object", "required": ["data"], "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"oneOf": [chunk, done, error]}},
+    }}
+
+
 def _responses(ok: str, ok_schema: dict[str, Any], codes: tuple[int, ...], sse: bool = False) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": ok_schema}}
     if sse:
-        content["text/event-stream"] = {"schema": {"type": "string", "description": "data: {json}\\n\\n events"}}
+        content["text/event-stream"] = {"schema": _sse_event(ok_schema)}
     responses: dict[str, Any] = {"200": {"description": ok, "content": content}}
     for code in sorted(codes):
         responses[str(code)] = _error_response(code)
@@ -82,7 +96,9 @@ def _responses(ok: str, ok_schema: dict[str, Any], codes: tuple[int, ...], sse: 
 
 
 def _security(protected: bool) -> list[dict[str, list[str]]]:
-    return [{"MoondreamAuth": []}, {"BearerAuth": []}] if protected else []
+    # (``Authorization: Bearer <key>`` is accepted too; documenting both as alternatives would
+    # make a wrong Bearer header next to a right X-Moondream-Auth look like a request to refuse)
+    return [{"MoondreamAuth": []}] if protected else []
 
 
 def _model_codes(protected: bool) -> tuple[int, ...]:
@@ -171,8 +187,9 @@ def openapi_spec(version: str, settings: HttpSettings) -> dict[str, Any]:
                  "description": "Generated from the validators the routes use (bridge/http/route_bodies.py)."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"MoondreamAuth": {"type": "apiKey", "in": "header", "name": AUTH_HEADER},
-                                "BearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"MoondreamAuth": {
+                "type": "apiKey", "in": "header", "name": AUTH_HEADER,
+                "description": "one of the configured API keys; Authorization: Bearer <key> works too"}},
             "schemas": {"Error": _ERROR_SCHEMA},
         },
     }

@@ -10,6 +10,7 @@ import urllib.parse
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bridge.http import keys
 from bridge.http.errors import REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
@@ -56,6 +57,11 @@ async def read_form(request: web.Request) -> Any:
         raise ApiError(408, REQUEST_TIMEOUT, f"request body not received within {timeout_s:g} s") from None
     except (UnicodeDecodeError, LookupError):  # undecodable field, or an unknown charset
         raise ApiError(400, ErrorCode.BAD_REQUEST, "form field is not valid text in its charset") from None
+    # found by schemathesis (both were 500s): a part's headers malformed, no boundary in Content-Type
+    except HttpProcessingError:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "malformed multipart body (a part's headers)") from None
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"malformed form: {str(exc)[:200]}") from None
 
 
 def new_request_id(op: str) -> str:

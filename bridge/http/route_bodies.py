@@ -4,7 +4,10 @@ bridge/http/openapi.py generates the OpenAPI document from them (limits come fro
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from bridge.http.errors import VALIDATION_ERROR, ApiError
 from bridge.http.field_specs import (
     ChoiceField,
     FieldSpec,
@@ -50,6 +53,38 @@ FORCE_TORQUE_TEXT_PATTERN = (
 )
 PREDICT_TRUE_WORDS = ("true", "1", "yes", "on")
 PREDICT_FALSE_WORDS = ("false", "0", "no", "off")
+USE_DUMMY_TACTILE = WordFlagField(PREDICT_TRUE_WORDS, PREDICT_FALSE_WORDS, default=True)
+
+
+
+@dataclass(frozen=True)
+class DummyTactileRule:
+    """/predict's ``use_dummy_tactile``: true contradicts tactile data sent, false needs some."""
+
+    def check(self, fields: Mapping[str, Any]) -> None:
+        sent = "tactile_image" in fields or bool(fields.get("force_torque", "").strip())
+        flag = fields.get("use_dummy_tactile")
+        if sent and flag is True:
+            raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=true contradicts the tactile data sent")
+        if not sent and flag is False:
+            raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=false needs a tactile_image file or force_torque")
+
+    def json_schema(self) -> dict[str, Any]:
+        # force_torque carries data when it holds a list (its pattern admits a list or blanks only)
+        sent = {"anyOf": [{"required": ["tactile_image"]},
+                          {"required": ["force_torque"], "properties": {"force_torque": {"pattern": r"\["}}}]}
+        none_sent = {"properties": {"tactile_image": False, "force_torque": {"pattern": "^" + _JSON_WS + "$"}}}
+
+        def flag_is(words: tuple[str, ...]) -> dict[str, Any]:
+            return {"required": ["use_dummy_tactile"],
+                    "properties": {"use_dummy_tactile": {"pattern": USE_DUMMY_TACTILE.words_pattern(words)}}}
+
+        # the allowed combinations (an anyOf, not if/then: schemathesis cannot judge if/then over file parts)
+        blank = {"properties": {"use_dummy_tactile": {"pattern": "^$"}}}
+        return {"anyOf": [blank,  # absent or blank: any tactile data or none
+                          {"allOf": [flag_is(PREDICT_TRUE_WORDS), none_sent]},
+                          {"allOf": [flag_is(PREDICT_FALSE_WORDS), sent]}]}
+
 
 GENERATION_SETTINGS = ObjectSpec(
     {key: NumberField(r.low, r.high, r.integer, r.low_exclusive) for key, r in SETTING_RANGES.items()},
@@ -58,7 +93,8 @@ GENERATION_SETTINGS = ObjectSpec(
 
 
 def image_url_field(required: bool, what: str = "the image") -> PatternField:
-    return PatternField(DATA_URI_PATTERN, required=required, example=_PNG_8X8, status=400, code=ErrorCode.BAD_REQUEST,
+    return PatternField(DATA_URI_PATTERN, required=required, example=_PNG_8X8, format="data-uri",
+                        status=400, code=ErrorCode.BAD_REQUEST,
                         description=f"{what} as data:<mime>;base64,<data> (JPEG, PNG, WebP, ...; no remote URLs)")
 
 
@@ -101,9 +137,9 @@ def predict_form(settings: HttpSettings) -> FormSpec:
     return FormSpec({
         "image": UploadField(required=True, description="the camera image (JPEG, PNG, WebP, ...)"),
         "instruction": TextField(settings.max_instruction_chars),
-        "use_dummy_tactile": WordFlagField(PREDICT_TRUE_WORDS, PREDICT_FALSE_WORDS, default=True),
+        "use_dummy_tactile": USE_DUMMY_TACTILE,
         "tactile_image": UploadField(description="the tactile sensor's image"),
         "force_torque": PatternField(FORCE_TORQUE_TEXT_PATTERN,
                                      description=f"a JSON list of {FORCE_TORQUE_DIM} numbers: Fx, Fy, Fz (N), "
                                                  "Tx, Ty, Tz (N m); blank: none"),
-    })
+    }, rules=(DummyTactileRule(),))

@@ -14,7 +14,7 @@ import numpy as np
 from aiohttp import web
 
 from bridge.http import keys
-from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
+from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, ApiError
 from bridge.http.requests_json import read_form
 from bridge.http.route_bodies import predict_form
 from bridge.http.routes_v1 import server_timing
@@ -50,13 +50,6 @@ async def predict(request: web.Request) -> web.StreamResponse:
         tactile["force_torque"] = np.asarray(json.loads(ft_text), dtype=np.float32)
     if "tactile_image" in fields:
         tactile["image"] = await asyncio.to_thread(load_rgb_array, fields["tactile_image"], limits, "tactile_image")
-    use_dummy = fields.get("use_dummy_tactile")
-    if tactile and use_dummy is True:
-        raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=true contradicts the tactile data sent")
-    if not tactile and use_dummy is False:
-        raise ApiError(
-            422, VALIDATION_ERROR, "use_dummy_tactile=false needs a tactile_image file or force_torque"
-        )
     args: dict[str, Any] = {"image": image.arg}
     if instruction:
         args["instruction"] = instruction
