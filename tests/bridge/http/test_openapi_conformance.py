@@ -60,7 +60,8 @@ def _summary(output: str, pattern: str) -> int:
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_failure_on_the_real_companion(companion_url: str, artifacts_dir: Path) -> None:
+def test_schemathesis_finds_no_failure_on_the_real_companion(companion_url: str, artifacts_dir: Path,
+                                                           tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
         "run", f"{companion_url}/openapi.json", "--header", f"X-Moondream-Auth: {API_KEY}",
@@ -70,7 +71,8 @@ def test_schemathesis_finds_no_failure_on_the_real_companion(companion_url: str,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "SCHEMATHESIS_HOOKS": "tests.bridge.http.schemathesis_hooks"}
     started_s = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    # run in a scratch directory: schemathesis keeps a crash cache (.schemathesis/) in its working directory
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     wall_s = time.perf_counter() - started_s
     output = result.stdout + result.stderr
     (artifacts_dir / "schemathesis.txt").write_text(output)
