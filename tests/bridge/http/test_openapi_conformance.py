@@ -67,6 +67,7 @@ def test_schemathesis_finds_no_failure_on_the_real_companion(companion_url: str,
         "run", f"{companion_url}/openapi.json", "--header", f"X-Moondream-Auth: {API_KEY}",
         "--max-examples", str(MAX_EXAMPLES), "--seed", SEED, "--generation-database", "none",
         "--request-timeout", "30", "--no-color",
+        "--suppress-health-check", "too_slow",  # a timing judgement: a busy CI host must not fail the run
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "SCHEMATHESIS_HOOKS": "tests.bridge.http.schemathesis_hooks"}
