@@ -20,6 +20,7 @@ from bridge.protocol import (
     INLINE_ARRAYS_KEY,
     OP_CAPTION,
     OP_QUERY,
+    SETTING_RANGES,
     STREAMING_OPS,
     SUPPORTED_VERSIONS,
     ErrorCode,
@@ -202,24 +203,23 @@ def _settings(value: Any) -> GenerationSettings:
     if not isinstance(value, dict):
         raise _bad(f"args.settings: expected a map, got {type(value).__name__}")
 
-    def number(key: str, default: float, low: float, high: float, integer: bool = False) -> Any:
+    def number(key: str, default: float) -> Any:
         v = value.get(key)
         if v is None:
             return default
-        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok_type or not (low <= v <= high):
-            kind = "an integer" if integer else "a number"
-            raise _bad(f"args.settings.{key}: expected {kind} in [{low:g}, {high:g}], got {quote(v)}")
-        return int(v) if integer else float(v)
+        bounds = SETTING_RANGES[key]
+        ok_type = isinstance(v, int) if bounds.integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type or not bounds.contains(v):
+            kind = "an integer" if bounds.integer else "a number"
+            low = "(" if bounds.low_exclusive else "["
+            raise _bad(f"args.settings.{key}: expected {kind} in {low}{bounds.low:g}, {bounds.high:g}], got {quote(v)}")
+        return int(v) if bounds.integer else float(v)
 
-    top_p = number("top_p", defaults.top_p, 0.0, 1.0)
-    if top_p == 0.0:
-        raise _bad("args.settings.top_p: must be > 0")
     return GenerationSettings(
-        temperature=number("temperature", defaults.temperature, 0.0, 100.0),
-        top_p=top_p,
-        max_tokens=number("max_tokens", defaults.max_tokens, 1, 65536, integer=True),
-        max_objects=number("max_objects", defaults.max_objects, 1, 1000, integer=True),
+        temperature=number("temperature", defaults.temperature),
+        top_p=number("top_p", defaults.top_p),
+        max_tokens=number("max_tokens", defaults.max_tokens),
+        max_objects=number("max_objects", defaults.max_objects),
     )
 
 

@@ -6,6 +6,7 @@ The contract itself is docs/protocol.md (protocol v1 and its compatible extensio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -29,6 +30,29 @@ STREAMING_OPS: Final = (OP_CAPTION, OP_QUERY)
 ALL_OPS: Final = (*CONTROL_OPS, OP_ACT, *GENERATION_OPS)
 
 CAPTION_LENGTHS: Final = ("short", "normal", "long")
+
+
+@dataclass(frozen=True)
+class SettingRange:
+    """Bounds of one generation setting (``args.settings.<key>``); the server checks them
+    (bridge/parsing.py), the HTTP companion checks and documents the same ones."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_exclusive: bool = False  # True: ``low < v`` (else ``low <= v``)
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_exclusive else value >= self.low
+        return above and value <= self.high
+
+
+SETTING_RANGES: Final[Mapping[str, SettingRange]] = MappingProxyType({
+    "temperature": SettingRange(0.0, 100.0),
+    "top_p": SettingRange(0.0, 1.0, low_exclusive=True),
+    "max_tokens": SettingRange(1, 65536, integer=True),
+    "max_objects": SettingRange(1, 1000, integer=True),
+})
 ACT_ARGS: Final = ("image", "images", "instruction", "tactile", "proprio", "session")  # others: bad_request
 
 # compatible extension: a request header key asking for every reply array inline (no buffer frames),

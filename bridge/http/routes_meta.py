@@ -26,7 +26,7 @@ async def docs(request: web.Request) -> web.StreamResponse:
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    return web.json_response(openapi_spec(bridge.__version__))
+    return web.json_response(openapi_spec(bridge.__version__, request.app[keys.SETTINGS]))
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

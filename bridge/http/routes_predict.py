@@ -14,65 +14,15 @@ import numpy as np
 from aiohttp import web
 
 from bridge.http import keys
-from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, ApiError
+from bridge.http.errors import UNSUPPORTED_MEDIA_TYPE, ApiError
 from bridge.http.requests_json import read_form
+from bridge.http.route_bodies import predict_form
 from bridge.http.routes_v1 import server_timing
 from bridge.http.uploads import load_image, load_rgb_array
 from bridge.protocol import OP_ACT, OP_STATS
 from vtla_contracts.action_layout import ACTION_DIM
-from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
-_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
-def parse_bool(field: str, value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ApiError(422, VALIDATION_ERROR, f"{field}: expected true or false, got {value[:40]!r}")
-
-
-def _file_bytes(form: Any, field: str, required: bool) -> bytes | None:
-    value = form.get(field)
-    if value is None:
-        if required:
-            raise ApiError(422, VALIDATION_ERROR, f"{field}: required (a file field)")
-        return None
-    if isinstance(value, web.FileField):
-        return bytes(value.file.read())
-    raise ApiError(422, VALIDATION_ERROR, f"{field}: expected a file upload, got a text field")
-
-
-def _text(form: Any, field: str) -> str | None:
-    value = form.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ApiError(422, VALIDATION_ERROR, f"{field}: expected a text field")
-    return value
-
-
-def _force_torque(text: str | None) -> np.ndarray | None:
-    if text is None or not text.strip():
-        return None
-    expected = f"force_torque: expected a JSON list of {FORCE_TORQUE_DIM} numbers"
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # invalid, too deep, or an integer over 4300 digits
-        raise ApiError(422, VALIDATION_ERROR, expected) from None
-    ok = isinstance(value, list) and len(value) == FORCE_TORQUE_DIM
-    if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise ApiError(422, VALIDATION_ERROR, expected)
-    try:
-        return np.asarray(value, dtype=np.float32)
-    except (OverflowError, ValueError):  # an integer beyond any float
-        raise ApiError(422, VALIDATION_ERROR, expected) from None
+_FORM_TYPES = ("multipart/form-data",)  # the image is a file: an urlencoded form cannot carry one
 
 
 def action_breakdown(action: list[float]) -> dict[str, Any]:
@@ -90,29 +40,16 @@ async def predict(request: web.Request) -> web.StreamResponse:
     upstream = request.app[keys.UPSTREAM]
     upstream.require_up()  # before reading a large upload
     form = await read_form(request)  # bounded by client_max_size (-> 413) and in time (-> 408)
+    fields = predict_form(request.app[keys.SETTINGS]).validate(form)  # bridge/http/route_bodies.py
     limits = request.app[keys.IMAGE_LIMITS]
-    image_bytes = _file_bytes(form, "image", required=True)
-    assert image_bytes is not None
-    image = await asyncio.to_thread(load_image, image_bytes, limits, "image")  # off the event loop
-    instruction = _text(form, "instruction")
-    max_chars = request.app[keys.SETTINGS].max_instruction_chars
-    if instruction is not None and len(instruction) > max_chars:
-        raise ApiError(422, VALIDATION_ERROR, f"instruction: longer than {max_chars} characters")
-    flag = _text(form, "use_dummy_tactile")
-    use_dummy = parse_bool("use_dummy_tactile", flag, default=True)
+    image = await asyncio.to_thread(load_image, fields["image"], limits, "image")  # off the event loop
+    instruction = fields.get("instruction")
     tactile: dict[str, np.ndarray] = {}
-    ft = _force_torque(_text(form, "force_torque"))
-    if ft is not None:
-        tactile["force_torque"] = ft
-    tactile_bytes = _file_bytes(form, "tactile_image", required=False)
-    if tactile_bytes is not None:
-        tactile["image"] = await asyncio.to_thread(load_rgb_array, tactile_bytes, limits, "tactile_image")
-    if tactile and use_dummy and flag:
-        raise ApiError(422, VALIDATION_ERROR, "use_dummy_tactile=true contradicts the tactile data sent")
-    if not tactile and not use_dummy:
-        raise ApiError(
-            422, VALIDATION_ERROR, "use_dummy_tactile=false needs a tactile_image file or force_torque"
-        )
+    ft_text = fields.get("force_torque", "")
+    if ft_text.strip():  # the pattern admits only JSON lists of FORCE_TORQUE_DIM float32-sized numbers
+        tactile["force_torque"] = np.asarray(json.loads(ft_text), dtype=np.float32)
+    if "tactile_image" in fields:
+        tactile["image"] = await asyncio.to_thread(load_rgb_array, fields["tactile_image"], limits, "tactile_image")
     args: dict[str, Any] = {"image": image.arg}
     if instruction:
         args["instruction"] = instruction

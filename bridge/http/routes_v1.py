@@ -18,24 +18,14 @@ from aiohttp import web
 
 from bridge.http import keys
 from bridge.http.errors import ApiError
-from bridge.http.requests_json import (
-    invalid,
-    one_of,
-    optional_bool,
-    optional_str,
-    read_json_object,
-    request_id,
-    required_str,
-    settings_arg,
-)
+from bridge.http.requests_json import header_safe, new_request_id, read_json_object
+from bridge.http.route_bodies import v1_body
 from bridge.http.uploads import decode_data_uri, load_image, load_rgb_array
 from bridge.messages import Partial, Reply
-from bridge.protocol import CAPTION_LENGTHS, OP_ACT, OP_CAPTION, OP_DETECT, OP_POINT, OP_QUERY
-from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
+from bridge.protocol import OP_ACT, OP_CAPTION, OP_DETECT, OP_POINT, OP_QUERY
 
 logger = logging.getLogger(__name__)
 
-_MAX_TEXT_CHARS = 2000
 # the server's metric names -> the predecessor service's
 _METRIC_NAMES: Mapping[str, str] = {"prefill_ms": "prefill_time_ms", "decode_ms": "decode_time_ms"}
 _TEXT_KEY: Mapping[str, str] = {OP_CAPTION: "caption", OP_QUERY: "answer"}
@@ -53,32 +43,31 @@ def server_timing(timing: Mapping[str, float]) -> str:
     return ", ".join(parts)
 
 
-async def _image_arg(request: web.Request, body: dict[str, Any]) -> Any:
-    data = decode_data_uri(body.get("image_url"))
+async def _image_arg(request: web.Request, uri: str, field: str = "image_url") -> Any:
+    data = decode_data_uri(uri, field)
     # off the event loop: reading the header is cheap, but formats other than JPEG/PNG decode here
-    image = await asyncio.to_thread(load_image, data, request.app[keys.IMAGE_LIMITS], "image_url")
+    image = await asyncio.to_thread(load_image, data, request.app[keys.IMAGE_LIMITS], field)
     return image.arg
 
 
+async def _checked_body(request: web.Request, op: str) -> tuple[dict[str, Any], str]:
+    """The body checked against the route's declaration (bridge/http/route_bodies.py) and its request id."""
+    body = v1_body(op, request.app[keys.SETTINGS]).validate(await read_json_object(request))
+    return body, body.get("request_id") or new_request_id(op)
+
+
 async def _prepare(request: web.Request, op: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    body = await read_json_object(request)  # (API key and per-caller limit: bridge/http/callers.py)
-    rid = request_id(body, op)
+    body, rid = await _checked_body(request, op)  # (API key and per-caller limit: bridge/http/callers.py)
     args: dict[str, Any] = {}
-    if op == OP_CAPTION:
-        args["length"] = one_of(body, "length", CAPTION_LENGTHS, "normal")
-    elif op == OP_QUERY:
-        args["question"] = required_str(body, "question", _MAX_TEXT_CHARS)
-    else:
-        args["object"] = required_str(body, "object", _MAX_TEXT_CHARS)
-    settings = settings_arg(body)
-    if settings is not None:
-        args["settings"] = settings
-    args["image"] = await _image_arg(request, body)
+    for key in ("length", "question", "object", "settings"):
+        if body.get(key):
+            args[key] = body[key]
+    args["image"] = await _image_arg(request, body["image_url"])
     return body, args, rid
 
 
 def _json(payload: Mapping[str, Any], rid: str, timing: Mapping[str, float]) -> web.Response:
-    headers = {"X-Request-Id": rid}
+    headers = {"X-Request-Id": header_safe(rid)}
     if timing:
         headers["Server-Timing"] = server_timing(timing)
     return web.json_response(payload, headers=headers)
@@ -87,7 +76,7 @@ def _json(payload: Mapping[str, Any], rid: str, timing: Mapping[str, float]) -> 
 async def _text_op(request: web.Request, op: str) -> web.StreamResponse:
     body, args, rid = await _prepare(request, op)
     upstream = request.app[keys.UPSTREAM]
-    if optional_bool(body, "stream"):
+    if body["stream"]:
         return await _stream_text(request, op, args, rid)
     reply = await upstream.call(op, args)
     key = _TEXT_KEY[op]
@@ -114,7 +103,8 @@ async def _stream_text(request: web.Request, op: str, args: dict[str, Any], rid:
     except StopAsyncIteration:
         raise ApiError(502, "bad_gateway", "the inference server ended the stream without a reply") from None
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": rid}
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                 "X-Request-Id": header_safe(rid)}
     )
     await response.prepare(request)
     key = _TEXT_KEY[op]
@@ -165,42 +155,24 @@ async def point(request: web.Request) -> web.StreamResponse:
     return _json({"request_id": rid, "points": list(reply.result.get("points", []))}, rid, reply.timing)
 
 
-def _force_torque(value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
-    ok = isinstance(value, list) and len(value) == FORCE_TORQUE_DIM
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    if not ok:
-        raise invalid("force_torque", f"a list of {FORCE_TORQUE_DIM} numbers", value)
-    try:
-        return np.asarray(value, dtype=np.float32)
-    except (OverflowError, ValueError):  # a JSON integer beyond any float
-        raise invalid("force_torque", f"a list of {FORCE_TORQUE_DIM} finite numbers", value) from None
-
-
 async def act(request: web.Request) -> web.StreamResponse:
     """``{"image_url", "instruction"?, "force_torque"?, "tactile_image_url"?, "session"?}`` -> the action chunk."""
-    settings = request.app[keys.SETTINGS]
-    body = await read_json_object(request)
-    rid = request_id(body, OP_ACT)
-    args: dict[str, Any] = {"image": await _image_arg(request, body)}
-    instruction = optional_str(body, "instruction", settings.max_instruction_chars)
-    if instruction:
-        args["instruction"] = instruction
+    body, rid = await _checked_body(request, OP_ACT)
+    args: dict[str, Any] = {"image": await _image_arg(request, body["image_url"])}
+    if body.get("instruction"):
+        args["instruction"] = body["instruction"]
     tactile: dict[str, np.ndarray] = {}
-    ft = _force_torque(body.get("force_torque"))
-    if ft is not None:
-        tactile["force_torque"] = ft
-    if body.get("tactile_image_url") is not None:
+    if "force_torque" in body:
+        tactile["force_torque"] = np.asarray(body["force_torque"], dtype=np.float32)
+    if "tactile_image_url" in body:
         data = decode_data_uri(body["tactile_image_url"], "tactile_image_url")
         tactile["image"] = await asyncio.to_thread(  # a full decode: never on the event loop
             load_rgb_array, data, request.app[keys.IMAGE_LIMITS], "tactile_image_url"
         )
     if tactile:
         args["tactile"] = tactile
-    session = optional_str(body, "session", 200)
-    if session:
-        args["session"] = session
+    if body.get("session"):
+        args["session"] = body["session"]
     reply = await request.app[keys.UPSTREAM].call(OP_ACT, args)
     actions = np.asarray(reply.result["actions"], dtype=np.float32)  # (H, action_dim)
     payload = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bridge.codec import EncodedImage, sniff_image_format
 from bridge.http.errors import ApiError
+from bridge.http.route_bodies import DATA_URI_PATTERN
 from bridge.image_args import ImageLimits, check_image_size
 from bridge.protocol import ErrorCode, ProtocolError
 
@@ -27,15 +29,11 @@ class HttpImage:
     height: int
 
 
-def decode_data_uri(uri: object, field: str = "image_url") -> bytes:
-    """``data:image/jpeg;base64,...`` -> bytes. Remote URLs are refused (no fetching)."""
-    if not isinstance(uri, str) or not uri:
-        raise ApiError(422, "validation_error", f"{field}: expected a data URI string")
-    if not uri.startswith("data:"):
-        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: only data: URIs are accepted")
-    meta, sep, payload = uri[len("data:") :].partition(",")
-    if not sep or not meta.endswith(";base64"):
-        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: expected data:<mime>;base64,<data>")
+def decode_data_uri(uri: str, field: str = "image_url") -> bytes:
+    """``data:image/jpeg;base64,...`` (already matched against DATA_URI_PATTERN) -> bytes."""
+    if not re.search(DATA_URI_PATTERN, uri):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{field}: expected data:<mime>;base64,<data> (no remote URLs)")
+    payload = uri.partition(",")[2]
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

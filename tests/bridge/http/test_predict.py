@@ -15,7 +15,7 @@ from vtla_contracts.action_layout import ACTION_DESCRIPTION
 
 
 def form(**fields: Any) -> aiohttp.FormData:
-    data = aiohttp.FormData()
+    data = aiohttp.FormData(default_to_multipart=True)  # /predict takes multipart only (415 else)
     for name, value in fields.items():
         if isinstance(value, bytes):
             data.add_field(name, value, filename=f"{name}.bin", content_type="application/octet-stream")
@@ -94,6 +94,8 @@ def test_predict_needs_a_form_and_respects_the_body_limit(run: Any) -> None:
         resp = await client.post("/predict", json={"image": "x"})
         assert resp.status == 415
         assert (await resp.json())["error"]["code"] == "unsupported_media_type"
+        resp = await client.post("/predict", data={"instruction": "no file in an urlencoded form"})
+        assert resp.status == 415
         resp = await client.post("/predict", data=form(image=image_bytes(640, 480, "BMP")))  # ~900 KB
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
