@@ -22,6 +22,17 @@ each call returns one decision, and the loop charges the decision's measured tim
   so one client's deep pipeline cannot make the batch that a polite client waits behind long.
   Forward times are learnt per row count (moving average); an unmeasured size is assumed to
   cost what the largest measured smaller size costs, so larger sizes get tried and learnt.
+* **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
+  ``finish_decode_step``): a decode step is *launched* (in flight on the device's
+  normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
+  is the acts' turn and sequences are decoding, the decision is "launch a decode step, run this
+  act batch while it is in flight" (``Decision.launch_decode``); while a step is in flight the
+  policy is asked again (``step_in_flight``) and answers another act batch if it is the acts'
+  turn (an act arriving during a generation step starts at once instead of after it) or
+  ``FINISH_DECODE`` (wait for the step). Admission units never run while a step is in flight.
+  The loop charges a launched step only the loop time it held on its own (launch, waiting,
+  finishing: not the act batches beside it), so generation keeps its share of loop time and
+  the overlapped steps come on top.
 """
 
 from __future__ import annotations
@@ -40,12 +51,14 @@ class Unit(enum.Enum):
     ACT = "act"
     ADMISSION = "admission"
     DECODE = "decode"
+    FINISH_DECODE = "finish_decode"  # a decode step is in flight and it is generation's turn: wait for it
 
 
 @dataclass(frozen=True)
 class Decision:
     unit: Unit
     batch: tuple[Work, ...] = ()  # ACT: the requests of one forward, in reply order
+    launch_decode: bool = False  # ACT: launch a decode step first; the batch runs while it is in flight
 
 
 class _FairPair:
@@ -147,9 +160,15 @@ class SchedulingPolicy:
     """Holds the waiting work and decides, one call at a time, what runs next."""
 
     def __init__(
-        self, max_batch: int, vlm_min_share: float, admission_share: float, max_batch_ms: float = 0.0
+        self,
+        max_batch: int,
+        vlm_min_share: float,
+        admission_share: float,
+        max_batch_ms: float = 0.0,
+        overlap: bool = False,
     ) -> None:
         self.max_batch = max_batch
+        self.overlap = overlap  # the loop sets it only for a generator that can launch a decode step
         self.max_batch_ms = max_batch_ms
         self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
         self.acts = _ClientQueues()
@@ -169,13 +188,20 @@ class SchedulingPolicy:
         """Generation requests to admit into the free slots now (cheap: no device work)."""
         return self.generation.take_round_robin(free_slots, lambda work: True) if free_slots > 0 else []
 
-    def schedule(self, ready: ReadyWork) -> Decision:
-        """The next device unit: an act batch, an admission unit, a decode step, or idle."""
+    def schedule(self, ready: ReadyWork, step_in_flight: bool = False) -> Decision:
+        """The next device unit: an act batch, an admission unit, a decode step, or idle.
+
+        With ``step_in_flight`` (a launched decode step not yet finished): an act batch to run
+        beside it, or FINISH_DECODE."""
+        if step_in_flight:
+            if self._act_vs_gen.pick(bool(self.acts), True) == 0:
+                return Decision(Unit.ACT, tuple(self._act_batch()))
+            return Decision(Unit.FINISH_DECODE)
         choice = self._act_vs_gen.pick(bool(self.acts), ready.any)
         if choice is None:
             return Decision(Unit.IDLE)
         if choice == 0:
-            return Decision(Unit.ACT, tuple(self._act_batch()))
+            return Decision(Unit.ACT, tuple(self._act_batch()), launch_decode=self.overlap and ready.decoding > 0)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
 
