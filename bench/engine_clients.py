@@ -57,6 +57,8 @@ class GroupResult:
     latencies_ms: list[float] = field(default_factory=list)  # act round trips inside the window
     errors: dict[str, int] = field(default_factory=dict)
     closed_at: float = 0.0  # vanish: time.monotonic() when the sockets were closed
+    cpu_s: float = 0.0  # this client process's CPU time over the run (user + system)
+    wall_s: float = 0.0  # the run's wall time in this process
 
 
 def _decode(frames: list[bytes]) -> dict[str, Any]:
@@ -150,12 +152,14 @@ async def _run_group(group: ClientGroup, start: Any) -> GroupResult:
     start_at = await asyncio.get_running_loop().run_in_executor(None, start)  # every process is ready
     group = dataclasses.replace(group, start_at=start_at)
     await asyncio.sleep(max(0.0, group.start_at - time.monotonic()))
+    cpu0_s, wall0_s = time.process_time(), time.monotonic()  # the run itself, from the common start
     try:
         if group.kind == "vanish":
             await _vanish(socks, group, frame, out)
         else:
             client = _act_client if group.kind == "act" else _caption_client
             await asyncio.gather(*(client(sock, group, frame, out) for sock in socks))
+        out.cpu_s, out.wall_s = time.process_time() - cpu0_s, time.monotonic() - wall0_s
     finally:
         for sock in socks:
             sock.close(linger=0)
