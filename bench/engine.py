@@ -112,9 +112,17 @@ def _run(server: _Target, options: EngineOptions, *groups: dict[str, Any]) -> li
     specs = [ClientGroup(endpoint=server.endpoint, start_at=0.0, warmup_s=options.warmup_s,
                          duration_s=options.duration_s, **g) for g in groups]
     processes = ClientProcesses(specs)
-    before_s, started = process_cpu_s(server.pid), time.monotonic()
-    results = processes.run(ready_timeout_s=120.0, lead_s=0.2, timeout_s=options.warmup_s + options.duration_s + 60)
-    after_s, wall_s = process_cpu_s(server.pid), time.monotonic() - started
+    start: list[tuple[float | None, float]] = []  # the server's CPU time and the clock when the clients start
+
+    def started(start_at: float) -> None:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        start.append((process_cpu_s(server.pid), time.monotonic()))
+
+    results = processes.run(ready_timeout_s=120.0, lead_s=0.2, timeout_s=options.warmup_s + options.duration_s + 60,
+                            on_start=started)
+    after_s = process_cpu_s(server.pid)
+    before_s, started_s = start[0] if start else (None, time.monotonic())
+    wall_s = time.monotonic() - started_s  # to the last client's result (a few ms after its window)
     used = after_s - before_s if after_s is not None and before_s is not None else None
     label = "+".join(f"{g['kind']}x{g['count']}" for g in groups)
     server.record(label, used, wall_s, results)

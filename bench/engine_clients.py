@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,8 +195,10 @@ class ClientProcesses:
         for process in self._processes:
             process.start()
 
-    def run(self, ready_timeout_s: float, lead_s: float, timeout_s: float) -> list[GroupResult]:
-        """Wait until every process has connected its sockets, start all at ``now + lead_s``."""
+    def run(self, ready_timeout_s: float, lead_s: float, timeout_s: float,
+            on_start: Callable[[float], None] | None = None) -> list[GroupResult]:
+        """Wait until every process has connected its sockets, start all at ``now + lead_s``
+        (``on_start(start_at)`` is called then, e.g. to read the server's CPU time)."""
         out = []
         try:
             for _ in self._groups:
@@ -205,6 +208,8 @@ class ClientProcesses:
             start_at = time.monotonic() + lead_s
             for go in self._go:
                 go.put(start_at)
+            if on_start is not None:
+                on_start(start_at)
             for _ in self._groups:
                 kind, payload = self._results.get(timeout=timeout_s)
                 if kind == "failed":

@@ -9,10 +9,12 @@ each call returns one decision, and the loop charges the decision's measured tim
   (as in CFS/WFQ): act batches carry weight ``1 - vlm_min_share``, generation
   ``vlm_min_share``; inside generation, admission units carry ``admission_share`` and decode
   steps the rest. A class that has work and the smallest virtual time runs; ties go to acts.
-  A class that was idle re-enters at the virtual time of the busy one (no credit banked while
-  idle, no debt kept for service it got while the other was idle), so an ``act`` arriving
-  while generation runs alone waits at most the one
-  unit in progress, and while both saturate, generation keeps its guaranteed share.
+  A class that becomes busy starts no earlier than the class that kept running (no credit
+  banked while idle) and keeps the debt of service it just had (a closed-loop client's acts go
+  idle for a moment after every batch; forgiving that debt starved generation); when neither
+  class has work both start level. So an ``act`` arriving while generation runs alone waits at
+  most the one unit in progress (unless acts still owe generation its share of their last
+  batch), and while both saturate, generation keeps its guaranteed share.
 * **Fair across clients**: an act batch takes one request per client in round-robin order before
   a second from any client, starting after the client served first last time, so a client's
   backlog cannot push another client's ``act`` back by more than one batch. Generation
@@ -70,11 +72,26 @@ class _FairPair:
         self._was_busy = [False, False]
 
     def pick(self, busy_first: bool, busy_second: bool) -> int | None:
-        """-> 0 or 1 (the class to run), None when neither has work; ties go to the first."""
-        if busy_first and busy_second:
-            for i in (0, 1):
-                if not self._was_busy[i]:  # re-entry: neither credit nor debt carried across idle time
-                    self.vtime[i] = self.vtime[1 - i]
+        """-> 0 or 1 (the class to run), None when neither has work; ties go to the first.
+
+        Re-entry as in start-time fair queuing: a class that becomes busy starts at
+        ``max(its own virtual time, the system's)``, the system's being the smallest virtual time
+        of the classes busy at the previous call. So no credit is banked while idle (it starts no
+        earlier than the class that kept running), but a class that went idle only for a moment
+        (a closed-loop client turning its replies around) keeps the debt of the service it just
+        had. When neither class has work, both start level (a busy period ended: debts forgiven)."""
+        busy = (busy_first, busy_second)
+        if not any(busy):
+            if any(self._was_busy):
+                top = max(self.vtime)
+                self.vtime = [top, top]
+            self._was_busy = [False, False]
+            return None
+        running = [self.vtime[i] for i in (0, 1) if self._was_busy[i]]
+        system = min(running) if running else max(self.vtime)
+        for i in (0, 1):
+            if busy[i] and not self._was_busy[i]:
+                self.vtime[i] = max(self.vtime[i], system)
         self._was_busy = [busy_first, busy_second]
         if busy_first and busy_second:
             return 0 if self.vtime[0] <= self.vtime[1] else 1

@@ -116,3 +116,25 @@ def test_overlapped_steps_come_on_top_of_generations_share() -> None:
     assert abs(share - 0.3) < 0.02, share
     acts = own[Unit.ACT] / 0.005
     assert steps > acts  # every act batch had a step beside it, and generation's own turns came on top
+
+
+def test_closed_loop_acts_keep_their_debt_across_a_momentary_idle() -> None:
+    # 64 closed-loop clients: every batch takes every waiting act, so the act class is idle for a
+    # moment after each batch while generation runs; it must not re-enter debt-free
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5)
+    used = {"act": 0.0, "gen": 0.0}
+    for i in range(400):
+        if i % 3 == 0:  # the clients' replies come back only now and then
+            for c in range(64):
+                policy.acts.push(work(bytes([c]), i))
+        decision = policy.schedule(ReadyWork(decoding=8))
+        cost_s = 0.28 if decision.unit is Unit.ACT else 0.0015
+        used["act" if decision.unit is Unit.ACT else "gen"] += cost_s
+        policy.charge(decision, cost_s)
+    share = used["gen"] / sum(used.values())
+    assert share > 0.25, share  # ~vlm_min_share; forgiving the debt gave generation far less
+    # a busy period that ends forgives: after idling, an act goes first whatever it owed
+    policy.acts.queues.clear()
+    assert policy.schedule(ReadyWork()).unit is Unit.IDLE
+    policy.acts.push(work(b"a", 0))
+    assert policy.schedule(ReadyWork(decoding=1)).unit is Unit.ACT
