@@ -169,12 +169,14 @@ def _control(server: _Target, options: EngineOptions) -> dict[str, Any]:
         tokens = sum(r.tokens for r in results if r.kind == "caption")
         out["idle" if not streams else f"streams_{streams}"] = {
             "act": summarize(act.latencies_ms).as_dict(),
+            "act_server": summarize(act.server_ms).as_dict(),  # inside the server: no client-side noise
             "tokens_per_s": tokens / options.duration_s,
         }
     idle_p99 = out["idle"]["act"]["p99_ms"]
     for streams in options.caption_streams:
         entry = out[f"streams_{streams}"]
         entry["p99_vs_idle"] = ratio(entry["act"]["p99_ms"], idle_p99)
+        entry["server_p99_vs_idle"] = ratio(entry["act_server"]["p99_ms"], out["idle"]["act_server"]["p99_ms"])
     return out
 
 

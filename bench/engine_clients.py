@@ -56,6 +56,7 @@ class GroupResult:
     completed: int = 0  # acts answered / captions finished inside the window
     tokens: int = 0  # streamed chunks inside the window
     latencies_ms: list[float] = field(default_factory=list)  # act round trips inside the window
+    server_ms: list[float] = field(default_factory=list)  # the same acts' timing.server_ms (received -> reply made)
     errors: dict[str, int] = field(default_factory=dict)
     closed_at: float = 0.0  # vanish: time.monotonic() when the sockets were closed
     cpu_s: float = 0.0  # this client process's CPU time over the run (user + system)
@@ -100,6 +101,7 @@ async def _act_client(sock: zmq.asyncio.Socket, group: ClientGroup, frame: np.nd
         elif window.inside(now):
             out.completed += 1
             out.latencies_ms.append((now - started) * 1000.0)
+            out.server_ms.append(float(reply.get("timing", {}).get("server_ms", float("nan"))))
         if period_s:
             next_send = max(now, next_send + period_s)
             await asyncio.sleep(max(0.0, next_send - time.monotonic()))

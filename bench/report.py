@@ -311,6 +311,14 @@ def _engine_stage_figures(result: Mapping[str, Any], suffix: str, judged_variant
             f"{_f(r)}x ({_f(entry['act'].get('p99_ms'), 1)} vs {_f(control['idle']['act'].get('p99_ms'), 1)} ms)",
             "<= 1.25x" if judged else "—", _judge(r, r <= 1.25) if judged else None, cmd,
         ))
+        server = entry.get("act_server", {})
+        if server.get("p99_ms") is not None and "server_p99_vs_idle" in entry:
+            figures.append(Figure(
+                "engine", f"act p99 inside the server (timing.server_ms), {key.removeprefix('streams_')} "
+                f"streams vs idle{suffix}",
+                f"{_f(float(entry['server_p99_vs_idle'] or math.nan))}x ({_f(server['p99_ms'], 1)} vs "
+                f"{_f(control['idle']['act_server'].get('p99_ms'), 1)} ms)", "—", None, cmd,
+            ))
     gen = result.get("generation", {})
     if gen:
         r = float(gen.get("ratio") or math.nan)
