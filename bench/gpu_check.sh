@@ -2,11 +2,17 @@
 # Every GPU figure of docs/benchmarks.md (section 4) plus the CUDA-graph-vs-eager checks, in one run
 # on a CUDA machine (< 8 min on an H200). Writes JSON into $OUT (default ./gpu-results):
 #   gpu_direct.json  model level, in-process: act b=1 / b=64, TTFT 640x480, tokens/s over 32
-#                    streams, torch.cuda.max_memory_allocated, graph-vs-eager text/box equality
-#   gpu_tests.log    the CUDA-marked tests (tests/models/vtla/test_gpu.py, ...)
+#                    streams, torch.cuda.max_memory_allocated, graph-vs-eager text/box equality,
+#                    vtla_checks (VTLA graph replay vs eager, every shape warmed/captured),
+#                    admission (8 captions batched vs one at a time: forwards, time; device-side
+#                    crop resize vs libvips/Pillow and its TTFT), act_during_decode (act latency
+#                    with a launched decode step in flight vs idle: the high-priority act stream)
+#   gpu_tests.log    the CUDA-marked tests (tests/models/vtla/test_gpu.py, test_cuda_graphs.py,
+#                    tests/models/moondream/test_decode_cuda.py, test_cuda_admission.py)
 #   bench/           `vtla-bridge bench gpu`: the same figures through the real server and clients
 #   summary.json     exit status of each part
 # Usage: bash bench/gpu_check.sh            (PYTHONPATH is set to this checkout)
+# The three timeouts sum to 470 s: the whole script stays under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -21,11 +27,11 @@ timeout 240 python -m bench.gpu_direct --out "$OUT/gpu_direct.json" > "$OUT/gpu_
 direct_rc=$?
 echo "gpu_direct rc=$direct_rc ($((SECONDS - start_s)) s)"
 
-timeout 60 python -m pytest -q -p no:cacheprovider -m gpu tests/models > "$OUT/gpu_tests.log" 2>&1
+timeout 90 python -m pytest -q -p no:cacheprovider -m gpu tests/models > "$OUT/gpu_tests.log" 2>&1
 tests_rc=$?
 echo "gpu tests rc=$tests_rc ($((SECONDS - start_s)) s)"
 
-timeout 180 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log" 2>&1
+timeout 140 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log" 2>&1
 bench_rc=$?
 echo "bench gpu rc=$bench_rc ($((SECONDS - start_s)) s)"
 

@@ -8,7 +8,14 @@ real-size presets (random weights, bf16) on CUDA and measures:
   together (``max_sequences`` = ``streams``);
 * the same requests through the CUDA-graph decode and the eager decode: equal greedy text and
   detect boxes within 1e-3 (checks, not figures);
-* ``torch.cuda.max_memory_allocated`` with both models resident, and each model's memory budget.
+* ``torch.cuda.max_memory_allocated`` with both models resident, and each model's memory budget;
+* the VTLA's CUDA-graph forward against its plain eager forward (``vtla_checks``: max abs action
+  difference, shapes and graphs captured by the warm-up of every (batch bucket, length) shape);
+* Moondream admission (``admission``): 8 queued 640x480 captions admitted batched vs one at a
+  time (vision and prefill forwards, wall time to the last first token), and with the crops
+  resized on the device (tile difference to the libvips/Pillow reference, TTFT);
+* ``act`` while a decode step is in flight (``launch_decode_step`` ... ``act`` ...
+  ``finish_decode_step``): its latency against an idle GPU (the high-priority act stream).
 
 ``--device cpu --vtla-preset tiny --vlm-preset tiny`` runs the same code in seconds (the tests do).
 """
@@ -141,6 +148,96 @@ def measure_moondream(generator: Any, device: str, streams: int, max_tokens: int
     return out
 
 
+def vtla_checks(policy: Any, frame: np.ndarray, warmup_s: float) -> dict[str, Any]:
+    """CUDA-graph replay vs the plain eager forward on the same batches (same weights)."""
+    from models.interfaces import Observation
+
+    static = policy.static
+    out: dict[str, Any] = {
+        "warmup_s": warmup_s,
+        "shapes_warmed": len(static.shapes()) if static is not None else 0,
+        "graphs_captured": static.graphs_captured if static is not None else 0,
+        "expected_shapes": len(policy.batch_buckets) * len(policy.sequence_lengths()),
+    }
+    cam = policy.cfg.cameras[0]
+    batches = [
+        [Observation(images={cam: frame}, instruction="pick up the red cube")],
+        [Observation(images={cam: frame}, instruction="x" * (i + 1)) for i in range(5)],
+    ]
+    graph = [policy.act(b) for b in batches]
+    policy.static = None
+    try:
+        eager = [policy.act(b) for b in batches]
+    finally:
+        policy.static = static
+    out["graph_vs_eager_max_abs"] = max(float(np.abs(g - e).max()) for g, e in zip(graph, eager, strict=True))
+    return out
+
+
+def measure_admission(generator: Any, device: str, frame: np.ndarray, queued: int = 8) -> dict[str, Any]:
+    """``queued`` captions admitted batched vs one at a time; then the device-side crop resize."""
+    import dataclasses
+
+    import torch
+
+    from models.moondream.crops import overlap_crops, overlap_crops_on_device, upload_image
+
+    queued = min(queued, generator.cache.slots)
+    out: dict[str, Any] = {"queued": queued}
+    saved, saved_tokens = generator.admission, generator.prefill_tokens
+    try:
+        for name, batch in (("batched", True), ("one_at_a_time", False)):
+            generator.admission = dataclasses.replace(saved, batch=batch)
+            # a shared prefill of up to 4 real-size rows (the default budget, the context, fits 1 at 1024)
+            generator.prefill_tokens = max(saved_tokens, 4 * 768)
+            _run_all(generator, _requests(frame, queued, 1))  # warm this path
+            vision0, prefill0 = generator.vision_forwards, generator.prefill_forwards
+            results, elapsed_s, _ = _run_all(generator, _requests(frame, queued, 1))
+            out[name] = {
+                "vision_forwards": generator.vision_forwards - vision0,
+                "prefill_forwards": generator.prefill_forwards - prefill0,
+                "all_first_tokens_s": elapsed_s,
+                "ttft_ms_max": max(r["metrics"]["ttft_ms"] for r in results.values()),
+            }
+        generator.admission = dataclasses.replace(saved, crop_resize="device")
+        _run_all(generator, _requests(frame, 1, 1))
+        ttfts = [_run_all(generator, _requests(frame, 1, 1))[2] or 0.0 for _ in range(5)]
+        out["device_resize_ttft_ms_640x480"] = summarize(ttfts).as_dict()
+    finally:
+        generator.admission, generator.prefill_tokens = saved, saved_tokens
+    reference, _ = overlap_crops(frame, generator.config.vision)
+    on_device, _ = overlap_crops_on_device(upload_image(frame, torch.device(device)), generator.config.vision)
+    diff = np.abs(on_device.cpu().numpy().astype(np.int16) - reference.astype(np.int16))
+    out["device_resize_vs_reference_levels"] = {"max": int(diff.max()), "mean": float(diff.mean())}
+    out["reference_resize"] = generator.describe()["image_resize"]
+    return out
+
+
+def measure_act_during_decode(policy: Any, generator: Any, device: str, frame: np.ndarray) -> dict[str, Any]:
+    """``act`` (batch 1) launched while a decode step of ``max_sequences`` rows is in flight."""
+    from models.interfaces import Observation
+
+    one = [Observation(images={policy.cfg.cameras[0]: frame})]
+    streams = generator.cache.slots
+    for req in _requests(frame, streams, 64):
+        generator.admit(generator.prepare(req))
+    while generator._admitting:
+        generator.step()
+    during = []
+    for _ in range(20):
+        if not generator.active():
+            break
+        generator.launch_decode_step()
+        start = time.perf_counter()
+        policy.act(one)
+        during.append((time.perf_counter() - start) * 1000.0)
+        generator.finish_decode_step()
+    for key in list(generator._by_key):
+        generator.cancel(key)
+    idle = _timed_ms(lambda: policy.act(one), device, 20)
+    return {"act_ms_during_decode": summarize(during).as_dict(), "act_ms_idle": summarize(idle).as_dict()}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -159,6 +256,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = load_policy(ModelSpec(kind="vtla", preset=args.vtla_preset), device, dtype)
     options = {"max_sequences": args.streams, "context": args.context}
     generator = load_generator(ModelSpec(kind="moondream", preset=args.vlm_preset, options=options), device, dtype)
+    warm_started = time.perf_counter()
+    policy.warmup()  # every (batch bucket, length) shape on CUDA, as the server does before health ok
+    vtla_warmup_s = time.perf_counter() - warm_started
     generator.warmup()
     result["load_and_warmup_s"] = time.perf_counter() - started
     result["memory"] = {"vtla": policy.describe()["memory"], "moondream": generator.describe()["memory"]}
@@ -166,6 +266,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["memory"]["resident_allocated_bytes"] = torch.cuda.memory_allocated()
     result["act"] = measure_act(policy, device, args.act_iters, args.batch, frame)
     result["moondream"] = measure_moondream(generator, device, args.streams, args.max_tokens, frame)
+    result["vtla_checks"] = vtla_checks(policy, frame, vtla_warmup_s)
+    result["admission"] = measure_admission(generator, device, frame)
+    result["act_during_decode"] = measure_act_during_decode(policy, generator, device, frame)
     if device.startswith("cuda"):
         result["memory"]["max_allocated_bytes"] = torch.cuda.max_memory_allocated()
     return result

@@ -234,3 +234,49 @@ def server_table(
     if server:
         table["server"] = dict(server)
     return table
+
+
+def openpi_client_available() -> str | None:
+    """Why the openpi-style variant cannot run here, or None when it can."""
+    import importlib.util
+
+    for module, package in (("openpi_client", "openpi-client"), ("websockets", "websockets")):
+        if importlib.util.find_spec(module) is None:
+            return f"pending: {package} is not installed (the 'openpi' extra)"
+    return None
+
+
+class OpenpiStyleServerProcess(_ChildProcess, StartStop):
+    """``python -m bench.openpi_server``: openpi's websocket server loop, reimplemented, serving a
+    policy with a flat ``forward_ms`` per ``infer``; ready when ``GET /healthz`` answers 200."""
+
+    def __init__(self, name: str, work_dir: Path, forward_ms: float, chunk: int = 1) -> None:
+        self.port = free_tcp_port()
+        argv = [
+            sys.executable, "-m", "bench.openpi_server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--forward-ms", str(forward_ms), "--chunk", str(chunk),
+        ]  # fmt: skip
+        super().__init__(name, argv, work_dir / f"{name}.log")
+
+    def launch(self) -> OpenpiStyleServerProcess:
+        logger.info("starting %s on port %d", self.name, self.port)
+        self._spawn()
+        return self
+
+    def start(self, ready_timeout_s: float = 60.0) -> OpenpiStyleServerProcess:
+        return self.launch().wait_ready(ready_timeout_s)
+
+    def wait_ready(self, ready_timeout_s: float = 60.0) -> OpenpiStyleServerProcess:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ProcessFailed(f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}")
+            time.sleep(0.2)

@@ -80,6 +80,35 @@ def transport_figures(result: Mapping[str, Any]) -> list[Figure]:
                     cmd,
                 )
             )
+        if "bridge_flat" in size:
+            value = _p50(size["bridge_flat"], "overhead")
+            r = ratio(value, echo)
+            figures.append(
+                Figure(
+                    "transport",
+                    f"{label}: bridge, flat-cost policy: overhead p50 (x echo)",
+                    f"{_f(value, 3, ' ms')} ({_f(r, 2, 'x')})",
+                    "<= 1.3x echo" if judged else "—",
+                    _judge(r, r <= 1.3) if judged else None,
+                    cmd,
+                )
+            )
+        if "openpi_flat" in pending:
+            figures.append(Figure("transport", f"{label}: bridge vs openpi server, flat-cost policy: round trip p50",
+                                  "pending", "<= 1.0x", None, cmd))
+        elif "bridge_flat" in size and "openpi_flat" in size:
+            r = size.get("ratios", {}).get("bridge_flat_vs_openpi_flat_round_trip_p50", math.nan)
+            bridge_rt, openpi_rt = _p50(size["bridge_flat"], "round_trip"), _p50(size["openpi_flat"], "round_trip")
+            figures.append(
+                Figure(
+                    "transport",
+                    f"{label}: bridge vs openpi server, flat-cost policy: round trip p50",
+                    f"{_f(bridge_rt, 2, ' ms')} vs {_f(openpi_rt, 2, ' ms')} ({_f(r, 3, 'x')})",
+                    "<= 1.0x" if judged else "—",
+                    _judge(r, r <= 1.0) if judged else None,
+                    cmd,
+                )
+            )
         best_bridge = min(bridge, default=math.nan)
         for key, name in (
             ("http_png", "HTTP /predict, PNG upload"),

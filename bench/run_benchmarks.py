@@ -44,6 +44,10 @@ def transport_options(args: argparse.Namespace) -> TransportOptions:
         options = replace(options, rounds=20, warmup_rounds=3)
     if args.iters:
         options = replace(options, rounds=args.iters)
+    if args.transport_variants:
+        options = replace(options, variants=tuple(v.strip() for v in args.transport_variants.split(",")))
+    if args.transport_sizes:
+        options = replace(options, sizes=tuple(v.strip() for v in args.transport_sizes.split(",")))
     return options
 
 
@@ -153,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=0, help="transport rounds / GPU act iterations")
     parser.add_argument("--duration-s", type=float, default=0.0, help="batching/control measuring window")
     parser.add_argument("--clients", default="", help="batching client counts, e.g. 1,4,16,32,64")
+    parser.add_argument("--transport-variants", default="",
+                        help="transport variants to run, e.g. zmq_echo,bridge_null,bridge_flat,openpi_flat "
+                        "(default: all; openpi_flat needs openpi-client)")
+    parser.add_argument("--transport-sizes", default="", help="transport frame sizes, e.g. 224x224 (default: both)")
     parser.add_argument(
         "--torch-threads",
         type=int,

@@ -6,12 +6,20 @@ Compared in one run, alternating request by request (the order rotates every rou
 * ``bridge_null``   the bridge with the benchmark null policy (codec + server + loop overhead);
 * ``bridge_vtla``   the bridge with the tiny VTLA;
 * ``http_png``      the HTTP companion's ``POST /predict`` with a PNG upload (the predecessor's way);
-* ``http_jpeg_uri`` the HTTP companion's ``POST /v1/act`` with a JPEG ``data:`` URI.
+* ``http_jpeg_uri`` the HTTP companion's ``POST /v1/act`` with a JPEG ``data:`` URI;
+* ``bridge_flat``   the bridge with a policy that takes a flat ``flat_ms`` (5 ms) per forward
+  (the benchmark null policy with ``batch_ms``: a sleep, as a GPU forward is for the host);
+* ``openpi_flat``   openpi's websocket policy server loop serving the same flat-cost policy,
+  driven by openpi-client's ``WebsocketClientPolicy`` (runs when ``openpi_client`` and
+  ``websockets`` are importable). The server is a reimplementation of openpi's
+  ``WebsocketPolicyServer`` written for this benchmark (:mod:`bench.openpi_server`), not openpi's code.
 
 Overhead = round trip − model compute (``compute_ms`` reported by the server). The HTTP
 variants encode the frame on every request, as a predecessor client did; that time is part of
 their round trip and also reported on its own (``encode``). Both HTTP variants sit in front of
-the null-policy server, so their overhead compares directly with ``bridge_null``.
+the null-policy server, so their overhead compares directly with ``bridge_null``. For
+``openpi_flat`` compute is the server's ``server_timing.infer_ms``. The ratios of each size:
+bridge overhead ÷ echo round trip, and ``bridge_flat`` ÷ ``openpi_flat`` round trip (p50, p99).
 """
 
 from __future__ import annotations
@@ -36,8 +44,10 @@ from bench.frames import SIZES_HW, encode, scene_frame
 from bench.processes import (
     NULL_POLICY_KIND,
     HttpProcess,
+    OpenpiStyleServerProcess,
     ServerProcess,
     http_companion_available,
+    openpi_client_available,
     server_table,
 )
 from bench.stats import ratio, summarize
@@ -48,7 +58,7 @@ from vtla_contracts.action_layout import ACTION_DIM
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("zmq_echo", "bridge_null", "bridge_vtla", "http_png", "http_jpeg_uri")
+VARIANTS = ("zmq_echo", "bridge_null", "bridge_vtla", "http_png", "http_jpeg_uri", "bridge_flat", "openpi_flat")
 HTTP_VARIANTS = ("http_png", "http_jpeg_uri")
 
 
@@ -60,6 +70,7 @@ class TransportOptions:
     variants: tuple[str, ...] = VARIANTS
     timeout_s: float = 30.0
     torch_threads: int | None = 1  # OMP_NUM_THREADS of the servers; None: torch's default
+    flat_ms: float = 5.0  # bridge_flat / openpi_flat: the policy's fixed cost per forward
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,31 @@ def _bridge_probe(client: BridgeClient, frame: np.ndarray) -> Probe:
         )
 
     return probe
+
+
+def _openpi_probe(policy: Any, frame: np.ndarray) -> Probe:
+    obs = {"observation/image": frame}
+
+    def probe() -> Sample:
+        start = time.perf_counter()
+        reply = policy.infer(obs)
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        actions = reply.get("actions")
+        if not isinstance(actions, np.ndarray) or actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
+            raise RuntimeError(f"openpi server answered {str(reply)[:200]}")
+        return Sample(elapsed_ms, compute_ms=float(reply["server_timing"]["infer_ms"]))
+
+    return probe
+
+
+def _openpi_client(port: int) -> Any:
+    import warnings
+
+    from openpi_client import websocket_client_policy
+
+    with warnings.catch_warnings():  # openpi-client 0.1.2 + websockets >= 14: a DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
 
 
 def _http_png_probe(session: Any, base_url: str, frame: np.ndarray, timeout_s: float) -> Probe:
@@ -216,10 +252,22 @@ def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
         entry = size_result.get(name)
         return float(entry[what]["p50_ms"]) if isinstance(entry, Mapping) and what in entry else float("nan")
 
+    def p99(name: str, what: str) -> float:
+        entry = size_result.get(name)
+        return float(entry[what]["p99_ms"]) if isinstance(entry, Mapping) and what in entry else float("nan")
+
     echo = p50("zmq_echo", "round_trip")
     return {
         "bridge_null_overhead_vs_echo": ratio(p50("bridge_null", "overhead"), echo),
         "bridge_vtla_overhead_vs_echo": ratio(p50("bridge_vtla", "overhead"), echo),
+        "bridge_flat_overhead_vs_echo": ratio(p50("bridge_flat", "overhead"), echo),
+        "openpi_flat_overhead_vs_echo": ratio(p50("openpi_flat", "overhead"), echo),
+        "bridge_flat_vs_openpi_flat_round_trip_p50": ratio(
+            p50("bridge_flat", "round_trip"), p50("openpi_flat", "round_trip")
+        ),
+        "bridge_flat_vs_openpi_flat_round_trip_p99": ratio(
+            p99("bridge_flat", "round_trip"), p99("openpi_flat", "round_trip")
+        ),
         "http_png_overhead_vs_bridge_null": ratio(
             p50("http_png", "overhead"), p50("bridge_null", "overhead")
         ),
@@ -252,6 +300,12 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
             if v in wanted:
                 pending[v] = http_missing
                 wanted.remove(v)
+    if "openpi_flat" in wanted:
+        openpi_missing = openpi_client_available()
+        if openpi_missing is not None:
+            logger.warning("transport: openpi_flat skipped: %s", openpi_missing)
+            pending["openpi_flat"] = openpi_missing
+            wanted.remove("openpi_flat")
     need_null = "bridge_null" in wanted or any(v in HTTP_VARIANTS for v in wanted)
     result: dict[str, Any] = {"options": {**options.__dict__}, "sizes": {}, "pending": pending}
     with ExitStack() as stack:
@@ -267,9 +321,24 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
                 "transport-vtla-server", server_table(), work_dir, options.torch_threads
             ).launch()
             stack.callback(servers["vtla"].stop)
+        if "bridge_flat" in wanted:
+            flat_table = server_table(policy={"kind": NULL_POLICY_KIND, "options": {"batch_ms": options.flat_ms}})
+            servers["flat"] = ServerProcess(
+                "transport-flat-server", flat_table, work_dir, options.torch_threads
+            ).launch()
+            stack.callback(servers["flat"].stop)
+        openpi_server: OpenpiStyleServerProcess | None = None
+        if "openpi_flat" in wanted:
+            openpi_server = OpenpiStyleServerProcess("transport-openpi-server", work_dir, options.flat_ms).launch()
+            stack.callback(openpi_server.stop)
         echo = stack.enter_context(EchoServer()) if "zmq_echo" in wanted else None
         for server in servers.values():
             server.wait_ready()
+        openpi_policy: Any = None
+        if openpi_server is not None:
+            openpi_server.wait_ready()
+            openpi_policy = _openpi_client(openpi_server.port)
+            stack.callback(openpi_policy._ws.close)
         http: HttpProcess | None = None
         if any(v in HTTP_VARIANTS for v in wanted):
             http = HttpProcess("transport-http", servers["null"].endpoint, work_dir).launch()
@@ -298,6 +367,10 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
                     probes[name] = _bridge_probe(clients["null"], frame)
                 elif name == "bridge_vtla":
                     probes[name] = _bridge_probe(clients["vtla"], frame)
+                elif name == "bridge_flat":
+                    probes[name] = _bridge_probe(clients["flat"], frame)
+                elif name == "openpi_flat":
+                    probes[name] = _openpi_probe(openpi_policy, frame)
                 elif name == "http_png":
                     assert http is not None
                     probes[name] = _http_png_probe(session, http.base_url, frame, options.timeout_s)

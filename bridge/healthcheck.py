@@ -2,6 +2,7 @@
 
     python -m bridge.healthcheck tcp://127.0.0.1:5555      # the inference server's `health` is "ok"
     python -m bridge.healthcheck http://127.0.0.1:8000     # the companion's GET /health answers 200
+    python -m bridge.healthcheck http://127.0.0.1:8001/healthz  # a URL with a path: that path (openpi)
 
 The token for a server with ``auth_tokens`` comes from ``VTLA_BRIDGE_TOKENS`` (the first one), as
 in compose.yaml. Torch-free; prints one line saying why when unhealthy.
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
@@ -30,9 +32,15 @@ def check_server(endpoint: str, timeout_s: float, token: str | None) -> tuple[bo
     return status == "ok", f"{endpoint}: status {status}"
 
 
+def health_url(url: str) -> str:
+    """A bare ``http://host:port`` means the companion's ``/health``; a URL with a path is used as is."""
+    return url if urllib.parse.urlsplit(url).path.strip("/") else url.rstrip("/") + "/health"
+
+
 def check_http(url: str, timeout_s: float) -> tuple[bool, str]:
+    url = health_url(url)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s) as response:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.status == 200, f"{url}: HTTP {response.status}"
     except (urllib.error.URLError, OSError) as exc:
         return False, f"{url}: {exc}"

@@ -3,6 +3,14 @@
 The I/O thread only reads, decodes, validates, admits and sends. JPEG/PNG decoding runs in a
 small worker pool. ``hello``, ``health`` and ``stats`` are answered by the I/O thread from facts
 the loop published at load time, so they stay fast while the models are busy.
+
+The socket and the I/O thread's state (admission counters, pending work) are guarded by one
+lock, ``_io_lock``, that the I/O thread holds except while it waits in its poller (on the
+socket's ``ZMQ_FD`` and the Outbox's pipe, not inside ``zmq_poll``). When few requests are in
+flight, the thread that produced a reply (the inference loop) takes that lock without waiting,
+sends the reply itself and wakes the I/O thread only if input is pending: a lone client's reply
+then goes out with no thread hand-off. Under load the I/O thread sends, as before, so the loop
+never spends its time on a batch's worth of sends.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -49,6 +57,9 @@ from models.model_kinds import SIMULATED_KIND
 logger = logging.getLogger(__name__)
 
 _HARD_FRAME_FACTOR = 2  # frames over 2x the message limit make ZeroMQ drop the connection outright
+_RECV_BURST = 256  # messages read per turn before the queued replies get theirs
+# the producing thread sends its own reply while at most this many requests are in flight
+_DIRECT_SEND_MAX_INFLIGHT = 4
 
 
 class InferenceServer:
@@ -83,6 +94,10 @@ class InferenceServer:
         self.endpoint = config.server.bind
         self._served_ops = self._ops_for(config)
         self._io = threading.Thread(target=self._io_main, name="router-io", daemon=True)
+        self._io_lock = threading.Lock()  # the socket and admission/pending state (see the module doc)
+        self._sock: zmq.Socket[Any] | None = None  # set while the socket is open, under _io_lock
+        self.outbox.direct_send = self._send_from_producer
+        self._held: Work | None = None  # the newest work parsed by the I/O thread, not yet submitted
         self._curve: CurveGuard | None = None
         if config.server.curve_secret_key_file:
             keys = CurveServerKeys.from_files(config.server.curve_secret_key_file, config.server.curve_clients_dir)
@@ -158,23 +173,63 @@ class InferenceServer:
         logger.info("listening on %s", self.endpoint)
         warn_if_exposed(logger, "the inference server", self.endpoint, endpoint_is_local(self.endpoint),
                         self.auth_mode != "none")
+        self._sock = sock
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
+        poller.register(sock.getsockopt(zmq.FD), zmq.POLLIN)  # edge-like: EVENTS is checked below
         poller.register(self.outbox.wake_fd, zmq.POLLIN)
         try:
             while not (self._stop_requested.is_set() and not self.loop.alive):
-                events = dict(poller.poll(100))
-                if sock in events:
-                    for _ in range(256):  # bounded burst, then give replies their turn
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._on_message(sock, frames)
+                with self._io_lock:
+                    input_pending = self._serve_socket(sock)
+                if not input_pending:
+                    poller.poll(100)
+            with self._io_lock:
                 self._flush(sock)
-            self._flush(sock)
         finally:
-            sock.close(linger=0)
+            with self._io_lock:
+                self._sock = None
+                sock.close(linger=0)
+
+    def _serve_socket(self, sock: zmq.Socket[Any]) -> bool:
+        """Read a bounded burst, send what is queued; -> True when input is still waiting.
+        (``ZMQ_FD`` only signals changes: it is safe to wait on it once EVENTS shows no input.)"""
+        for _ in range(_RECV_BURST):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._on_message(sock, frames)
+        self._flush(sock)
+        input_pending = _input_pending(sock)
+        self._submit_held()  # last, so that the woken loop does not wait for this thread's GIL
+        return input_pending
+
+    def _hold(self, work: Work) -> None:
+        """Submit the previously held work and hold ``work`` until the end of this read burst."""
+        held, self._held = self._held, work
+        if held is not None:
+            self.loop.submit(held)
+
+    def _submit_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self.loop.submit(held)
+
+    def _send_from_producer(self) -> bool:
+        """Outbox.direct_send: send the queued replies from the calling thread when few requests are
+        in flight and the socket is free now; -> False to have the I/O thread woken instead."""
+        if self.admission.total > _DIRECT_SEND_MAX_INFLIGHT or not self._io_lock.acquire(blocking=False):
+            return False
+        try:
+            sock = self._sock
+            if sock is None:
+                return False
+            self._flush(sock)
+            if _input_pending(sock):  # the send may have taken the FD's signal: the I/O thread reads
+                self.outbox.wake()
+            return True
+        finally:
+            self._io_lock.release()
 
     def _flush(self, sock: zmq.Socket[Any]) -> None:
         for out in self.outbox.drain():
@@ -288,7 +343,7 @@ class InferenceServer:
             # JPEG/PNG decoding is the costly, client-controlled part: fair per client
             self._decoders.submit(client if encoded else None, self._prepare_and_submit, work, head.args, key)
         else:
-            self._prepare_and_submit(work, head.args, key)
+            self._prepare_and_submit(work, head.args, key, self._hold)
 
     def _reply_cancel(
         self, sock: zmq.Socket[Any], envelope: list[bytes], client: ClientKey, head: RequestHead, received_s: float
@@ -316,9 +371,12 @@ class InferenceServer:
         if op in GENERATION_OPS and (state.vlm is None or op not in state.vlm.skills):
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, f"no model serving {op!r} is loaded")
 
-    def _prepare_and_submit(self, work: Work, args: Mapping[str, Any], key: int) -> None:
-        """Parse op arguments into the payload: in the I/O thread for ``act`` with raw arrays, in a
-        decode worker for JPEG/PNG and for generation requests (whose crops are made there too)."""
+    def _prepare_and_submit(
+        self, work: Work, args: Mapping[str, Any], key: int, submit: Callable[[Work], None] | None = None
+    ) -> None:
+        """Parse op arguments into the payload: in the I/O thread for ``act`` with raw arrays (then
+        ``submit`` is ``_hold``), in a decode worker for JPEG/PNG and for generation requests (whose
+        crops are made there too)."""
         try:
             if work.op == OP_ACT:
                 assert self.loop.state.policy is not None
@@ -333,7 +391,7 @@ class InferenceServer:
         except Exception as exc:
             self.outbox.fail(work, exc, "parsing")
             return
-        self.loop.submit(work)
+        (submit or self.loop.submit)(work)
 
     # ------------------------------------------------------------------ control ops
 
@@ -425,6 +483,10 @@ class InferenceServer:
         if policy is None or policy.stats is None:
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "no policy is loaded")
         return policy.stats
+
+
+def _input_pending(sock: zmq.Socket[Any]) -> bool:
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _admission_limits(config: BridgeConfig) -> AdmissionLimits:

@@ -1,8 +1,10 @@
 """Units of work travelling from the I/O side to the inference loop, and replies travelling back.
 
 The :class:`Outbox` is the only way any thread other than the I/O thread gets a reply onto the
-ROUTER socket: it encodes the reply, queues the frames and wakes the I/O thread through a pipe
-that the I/O thread's poller watches (one socket, one thread).
+ROUTER socket: it encodes the reply and queues the frames; then either the producing thread sends
+them itself, holding the server's I/O lock (``direct_send``: when the server is nearly idle and
+the I/O thread is asleep, so no wake-up sits on the reply's path), or it wakes the I/O thread
+through a pipe that the I/O thread's poller watches. Either way one thread at a time uses the socket.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import os
 import queue
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +71,20 @@ class Outbox:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self.frame_threshold_bytes = frame_threshold_bytes
+        # set by the server: sends what is queued from the calling thread when it can take the
+        # socket now (-> True), else False and the I/O thread is woken instead
+        self.direct_send: Callable[[], bool] | None = None
 
     @property
     def wake_fd(self) -> int:
         return self._read_fd
+
+    def wake(self) -> None:
+        """Make ``wake_fd`` readable: the I/O thread's poller returns."""
+        try:
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
+            pass
 
     def _put(self, work: Work, header: dict[str, Any], final: bool) -> None:
         if work.done:  # exactly one final reply per request: nothing after it (e.g. a cancelled stream)
@@ -81,10 +93,9 @@ class Outbox:
         if final:
             work.done = True
         self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes, work))
-        try:
-            os.write(self._write_fd, b"\0")
-        except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
-            pass
+        direct_send = self.direct_send
+        if direct_send is None or not direct_send():
+            self.wake()
 
     def drain(self) -> list[Outgoing]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,13 @@ from tests.doubles import EchoPolicy, WordGenerator
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 StartServer = Callable[..., InferenceServer]
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (for servers started as separate processes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def server_config(**sections: dict[str, Any]) -> BridgeConfig:

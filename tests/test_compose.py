@@ -11,13 +11,16 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import StartServer, free_port
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
@@ -49,13 +52,16 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert any(True for _ in validator.iter_errors(broken)), "the schema check must be able to fail"
 
 
-def test_two_services_a_gpu_for_the_server_and_checkpoints_read_only() -> None:
+def test_three_services_a_gpu_for_the_server_and_checkpoints_read_only() -> None:
     services = compose()["services"]
-    assert set(services) == {"server", "http"}
+    assert set(services) == {"server", "http", "openpi"}
     devices = services["server"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert any(v.endswith(":/models:ro") for v in services["server"]["volumes"])
-    assert "tcp://server:5555" in services["http"]["command"]
+    for companion in ("http", "openpi"):
+        assert "tcp://server:5555" in services[companion]["command"]
+        assert "server" in services[companion]["depends_on"]
+        assert "deploy" not in services[companion], f"{companion} needs no GPU"
 
 
 def test_nothing_is_published_beyond_loopback_and_secrets_are_required() -> None:
@@ -67,12 +73,14 @@ def test_nothing_is_published_beyond_loopback_and_secrets_are_required() -> None
             assert str(value).startswith("${" + key + ":?"), f"{name}.{key} must be required (${{{key}:?...}})"
     assert "VTLA_BRIDGE_TOKENS" in services["server"]["environment"]
     assert {"VTLA_BRIDGE_TOKENS", "VLM_API_KEY"} <= set(services["http"]["environment"])
+    assert {"VTLA_BRIDGE_TOKENS", "OPENPI_API_KEY"} <= set(services["openpi"]["environment"])
 
 
 def test_health_checks_probe_health_and_slash_health() -> None:
     services = compose()["services"]
     assert services["server"]["healthcheck"]["test"][-1] == "tcp://127.0.0.1:5555"
     assert services["http"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8000"
+    assert services["openpi"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8001/healthz"
     for service in services.values():
         assert service["healthcheck"]["test"][1:4] == ["python", "-m", "bridge.healthcheck"]
 
@@ -92,9 +100,36 @@ def test_the_server_health_check_runs_against_a_real_server(start_server: StartS
     assert refused.returncode == 1 and "unauthorized" in refused.stderr
 
 
+def test_the_openpi_health_check_and_its_api_key_from_the_environment(start_server: StartServer) -> None:
+    """The openpi service as compose runs it: ``OPENPI_API_KEY`` protects the websocket, and the
+    health check probes ``/healthz`` (which needs no key) of a real endpoint process."""
+    server = start_server()
+    port = free_port()
+    env = {**os.environ, "OPENPI_API_KEY": "k-compose"}
+    endpoint = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "openpi", "--server", server.endpoint, "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline_s = time.monotonic() + 60
+        while run_healthcheck(url + "/healthz").returncode != 0:
+            assert endpoint.poll() is None, endpoint.communicate()[1]
+            assert time.monotonic() < deadline_s, "the openpi endpoint never became healthy"
+            time.sleep(0.3)
+        request = urllib.request.Request(url + "/", headers={"Authorization": "Api-Key wrong"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        endpoint.terminate()
+        endpoint.wait(30)
+
+
 def test_the_health_checks_fail_when_nothing_answers() -> None:
     assert run_healthcheck("tcp://127.0.0.1:1").returncode == 1
     assert run_healthcheck("http://127.0.0.1:1").returncode == 1
+    assert run_healthcheck("http://127.0.0.1:1/healthz").returncode == 1
 
 
 def test_the_dockerfile_copies_every_package_the_distribution_has() -> None:

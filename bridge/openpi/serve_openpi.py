@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -10,9 +11,12 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from bridge.config import ConfigError, load_config, with_environment
+from bridge.exposure import host_is_loopback, warn_if_exposed
 from bridge.log_setup import configure_logging
 from bridge.openpi.app import create_app
 from bridge.openpi.settings import settings_from_config
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         config = with_environment(load_config(args.config), os.environ)  # VTLA_BRIDGE_TOKENS for the server
-        settings = settings_from_config(config, server=args.server, host=args.host, port=args.port)
+        settings = settings_from_config(config, server=args.server, host=args.host, port=args.port, env=os.environ)
     except (ConfigError, ValueError) as exc:
         print(f"vtla-bridge openpi: {exc}", file=sys.stderr)
         return 2
+    warn_if_exposed(logger, "the openpi endpoint", f"ws://{settings.host}:{settings.port}",
+                    host_is_loopback(settings.host), bool(settings.api_keys))
     auth = "on" if settings.api_keys else "off"
     print(f"vtla-bridge openpi: ws://{settings.host}:{settings.port}  (inference server {settings.server_endpoint},"
           f" mapping {settings.mapping.name!r}, Api-Key auth {auth})", file=sys.stderr, flush=True)

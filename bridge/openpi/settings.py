@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bridge.config import BridgeConfig
 from bridge.http.settings import connect_endpoint
 from vtla_contracts.openpi_keys import KeyMapping, presets, resolve_mapping
+
+OPENPI_API_KEY_ENV = "OPENPI_API_KEY"  # adds an "Authorization: Api-Key" key (compose, k8s secrets)
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,18 @@ class OpenpiSettings:
 
 
 def settings_from_config(
-    config: BridgeConfig, *, server: str | None = None, host: str | None = None, port: int | None = None
+    config: BridgeConfig,
+    *,
+    server: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> OpenpiSettings:
-    """``[openpi]`` (+ the server's token and array limit) -> settings; arguments override."""
+    """``[openpi]`` (+ the server's token and array limit) -> settings; arguments override;
+    ``OPENPI_API_KEY`` in ``env`` adds an API key."""
     openpi = config.openpi
+    env_key = (env or {}).get(OPENPI_API_KEY_ENV, "").strip()
+    api_keys = tuple(dict.fromkeys((*openpi.api_keys, env_key))) if env_key else openpi.api_keys
     endpoint = server or openpi.server or connect_endpoint(config.server.bind)
     if endpoint.endswith(":*") or endpoint.endswith(":0"):
         raise ValueError(f"cannot connect to a wildcard port: {endpoint!r}; pass --server with the real port")
@@ -39,7 +50,7 @@ def settings_from_config(
         server_endpoint=endpoint,
         host=host if host is not None else openpi.host,
         port=port if port is not None else openpi.port,
-        api_keys=openpi.api_keys,
+        api_keys=api_keys,
         server_token=config.server.auth_tokens[0] if config.server.auth_tokens else None,
         mapping=resolve_mapping(openpi.mapping, openpi.custom),
         request_timeout_s=openpi.request_timeout_s,

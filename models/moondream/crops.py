@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 RESIZE_PYVIPS = "pyvips"  # what the official code uses (Lanczos 3): real-weight outputs match it
 RESIZE_PILLOW = "pillow"  # the fallback when libvips is not importable (local tiles differ slightly)
+# on the model's device: torch bicubic with antialiasing (no Lanczos in torch; close on smooth images)
+RESIZE_DEVICE = "device-bicubic"
+CROP_RESIZE_HOST = "host"  # [vlm.options] crop_resize: libvips/Pillow in the decode workers (reference)
+CROP_RESIZE_DEVICE = "device"  # upload the image once as uint8 and resize the crops on the device
+CROP_RESIZE_MODES = (CROP_RESIZE_HOST, CROP_RESIZE_DEVICE)
 
 
 @dataclass(frozen=True)
@@ -131,9 +136,57 @@ def overlap_crops(
     return crops, tiling
 
 
-def crops_to_tensor(crops_nhw3: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> (N, 3, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(crops_nhw3)).to(device=device)
+def upload_image(image_hw3: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 -> the same on ``device``, copied once: through pinned memory, non-blocking, on CUDA.
+
+    The pinned buffer comes from torch's caching host allocator, which keeps it until the copy
+    queued on the current stream has finished.
+    """
+    host = torch.from_numpy(np.ascontiguousarray(image_hw3))
+    if device.type != "cuda":
+        return host.to(device)
+    pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+    pinned.copy_(host)
+    return pinned.to(device, non_blocking=True)
+
+
+def _resize_on_device(image_hw3: torch.Tensor, height_px: int, width_px: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> uint8 (height_px, width_px, 3): bicubic with antialiasing, in float32."""
+    x = image_hw3.permute(2, 0, 1)[None].to(torch.float32)
+    y = torch.nn.functional.interpolate(
+        x, size=(height_px, width_px), mode="bicubic", antialias=True, align_corners=False
+    )
+    return y.clamp_(0.0, 255.0).round_().to(torch.uint8)[0].permute(1, 2, 0)
+
+
+def overlap_crops_on_device(image_hw3: torch.Tensor, config: VisionConfig) -> tuple[torch.Tensor, Tiling]:
+    """:func:`overlap_crops` with the resizes on the image's device -> uint8 (N, crop, crop, 3) there.
+
+    Same geometry as the reference; the resampling filter differs (bicubic + antialias instead
+    of Lanczos 3), so tiles agree with the reference within a few grey levels on smooth images.
+    """
+    height_px, width_px = int(image_hw3.shape[0]), int(image_hw3.shape[1])
+    crop = config.crop_size
+    window = window_px(config)
+    margin2_px = 2 * config.overlap_margin * config.enc_patch_size
+    tiling = tiling_for(height_px, width_px, config)
+    resized = _resize_on_device(image_hw3, tiling.rows * window + margin2_px, tiling.cols * window + margin2_px)
+    tiles = [
+        resized[row * window : row * window + crop, col * window : col * window + crop]
+        for row in range(tiling.rows)
+        for col in range(tiling.cols)
+    ]  # the target size makes every tile a full crop
+    return torch.stack([_resize_on_device(image_hw3, crop, crop), *tiles]), tiling
+
+
+def crops_to_tensor(
+    crops_nhw3: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) (host array, or a tensor already on the device) -> (N, 3, H, W) in [-1, 1]."""
+    if isinstance(crops_nhw3, torch.Tensor):
+        x = crops_nhw3.to(device=device)
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(crops_nhw3)).to(device=device)
     x = x.permute(0, 3, 1, 2).to(dtype=torch.float32).div_(127.5).sub_(1.0)
     return x.to(dtype=dtype)
 

@@ -151,6 +151,7 @@ class DecodeStep:
         self._done = torch.cuda.Event() if device.type == "cuda" else None
         self.last_shape: tuple[int, bool, bool] | None = None
         self.steps_run = 0
+        self._in_flight = False
 
     @property
     def rows(self) -> int:
@@ -175,7 +176,26 @@ class DecodeStep:
         """One step with the rows the host wrote -> (S, OUT_COLUMNS) float32 host view of the results.
 
         The returned array is reused by the next call; read it before stepping again.
+        ``run`` = :meth:`launch` + :meth:`wait`.
         """
+        self.launch(max_position, region_rows, sample)
+        return self.wait()
+
+    @property
+    def in_flight(self) -> bool:
+        """A launched step whose results have not been waited for."""
+        return self._in_flight
+
+    def launch(self, max_position: int, region_rows: bool, sample: bool) -> None:
+        """Queue one step's device work and the read-back of its outputs, without waiting.
+
+        On CUDA the input copies, the kernels (or graph replay) and the device->host copy of the
+        outputs into the pinned buffer are queued on the current stream and an event is recorded
+        after them; on CPU the step simply runs. The host buffers may be rewritten after
+        :meth:`wait` (the input copies precede the event).
+        """
+        if self._in_flight:
+            raise RuntimeError("a decode step is already in flight: wait() for it first")
         shape = (self.attend_len(max_position), region_rows, sample)
         self.last_shape = shape
         self.steps_run += 1
@@ -193,7 +213,15 @@ class DecodeStep:
         self._host_out.copy_(self._out, non_blocking=True)
         if self._done is not None:
             self._done.record()
-            self._done.synchronize()  # the step's one host synchronisation
+        self._in_flight = True
+
+    def wait(self) -> np.ndarray:
+        """Wait for the launched step (the step's one host synchronisation) -> its host output view."""
+        if not self._in_flight:
+            raise RuntimeError("no decode step in flight: launch() one first")
+        if self._done is not None:
+            self._done.synchronize()
+        self._in_flight = False
         return self._out_rows
 
     def _capture(self, shape: tuple[int, bool, bool]) -> torch.cuda.CUDAGraph | None:

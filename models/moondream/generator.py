@@ -11,10 +11,11 @@ what ``ready()`` reports.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,18 @@ from models.interfaces import (
     ReadyWork,
 )
 from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
-from models.moondream.crops import Tiling, crops_to_tensor, default_resize_backend, overlap_crops
+from models.moondream.crops import (
+    CROP_RESIZE_DEVICE,
+    CROP_RESIZE_HOST,
+    CROP_RESIZE_MODES,
+    RESIZE_DEVICE,
+    Tiling,
+    crops_to_tensor,
+    default_resize_backend,
+    overlap_crops,
+    overlap_crops_on_device,
+    upload_image,
+)
 from models.moondream.decode_step import (
     COL_KIND,
     COL_POSITION,
@@ -71,11 +83,49 @@ class _Admission:
     """A request between admit() and its prefill: crops encoded chunk by chunk."""
 
     seq: SequenceState
-    crops: np.ndarray  # (N, crop, crop, 3) uint8: global crop then tiles
+    crops: np.ndarray | torch.Tensor  # (N, crop, crop, 3) uint8, host or device: global crop then tiles
     tiling: Tiling
     prompt: list[int]
     features: list[torch.Tensor] = dataclasses.field(default_factory=list)  # (n, grid*grid, enc_dim) each
     encoded: int = 0
+
+    @property
+    def remaining_crops(self) -> int:
+        return len(self.crops) - self.encoded
+
+    @property
+    def input_tokens(self) -> int:
+        return self.seq.input_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmissionOptions:
+    """How admission units group work of several waiting requests (``[vlm.options]``)."""
+
+    batch: bool = True  # crops of several requests in one vision forward, several prefills in one
+    prefill_batch: int = 4  # most requests prefilled in one forward
+    prefill_length_bucket: int = 32  # requests share a prefill when their lengths round up alike
+    # most positions (rows x padded length) in one prefill forward; None: the cache context, so a
+    # shared prefill never needs more activation memory than one prefill of the whole context
+    prefill_tokens: int | None = None
+    crop_resize: str = CROP_RESIZE_HOST  # "host" (libvips/Pillow, reference) or "device" (torch)
+
+    def __post_init__(self) -> None:
+        if self.prefill_batch < 1:
+            raise ValueError("prefill_batch must be >= 1")
+        if self.prefill_length_bucket < 1:
+            raise ValueError("prefill_length_bucket must be >= 1")
+        if self.prefill_tokens is not None and self.prefill_tokens < 1:
+            raise ValueError("prefill_tokens must be >= 1")
+        if self.crop_resize not in CROP_RESIZE_MODES:
+            raise ValueError(f"crop_resize must be one of {', '.join(CROP_RESIZE_MODES)}, got {self.crop_resize!r}")
+
+
+@dataclasses.dataclass
+class _LaunchedStep:
+    """A decode step launched and not yet finished: the rows it ran, and what each fed."""
+
+    rows: list[SequenceState]
 
 
 class MoondreamGenerator:
@@ -91,6 +141,7 @@ class MoondreamGenerator:
         seed: int = 0,
         encode_chunk_crops: int = 4,
         decode_options: DecodeOptions | None = None,
+        admission_options: AdmissionOptions | None = None,
     ) -> None:
         if max_sequences < 1:
             raise ValueError("max_sequences must be >= 1")
@@ -104,8 +155,11 @@ class MoondreamGenerator:
         if context <= self.config.prefix_attn_len + 1:
             raise ValueError(f"cache context {context} leaves no room after the image prefix")
         dtype_bytes = torch.empty((), dtype=model.dtype).element_size()
+        self.admission = admission_options or AdmissionOptions()
+        self.prefill_tokens = max(context, self.admission.prefill_tokens or context)
         self.memory = moondream_budget(
-            self.config, model.parameter_count(), dtype_bytes, max_sequences, context, encode_chunk_crops
+            self.config, model.parameter_count(), dtype_bytes, max_sequences, context, encode_chunk_crops,
+            self.prefill_tokens,
         )
         free = device_free_bytes(str(model.device))
         if free is not None:  # the weights are resident already: the cache and activations must fit
@@ -114,7 +168,18 @@ class MoondreamGenerator:
         self.cache = KVCache(self.config.text, max_sequences, context, model.device, model.dtype)
         self._token_bytes = token_byte_table(tokenizer, self.config.text.vocab_size)
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
-        self.decode = DecodeStep(model.text, model.region, self.cache, decode_options or DecodeOptions(), self._rng)
+        # generation (admission and decode steps) runs on its own normal-priority stream on CUDA,
+        # so the VTLA's high-priority ``act`` stream is not queued behind it
+        self._stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
+        if self._stream is not None:  # the weights and cache were written on the default stream
+            self._stream.wait_stream(torch.cuda.current_stream(model.device))
+        with self._on_stream():
+            self.decode = DecodeStep(
+                model.text, model.region, self.cache, decode_options or DecodeOptions(), self._rng
+            )
+        self._launched: _LaunchedStep | None = None
+        self.vision_forwards = 0  # counters: vision encoder forwards and prefill forwards run
+        self.prefill_forwards = 0
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
         self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
@@ -135,7 +200,12 @@ class MoondreamGenerator:
             "max_sequences": self.cache.slots,
             "context": self.cache.context,
             "revision": self.config.revision,
-            "image_resize": default_resize_backend(),  # pyvips (as the official code) or pillow
+            "image_resize": self.resize_path,  # pyvips (as the official code), pillow or device-bicubic
+            "admission": {
+                "batch": self.admission.batch,
+                "encode_chunk_crops": self.encode_chunk_crops,
+                "prefill_batch": self.admission.prefill_batch if self.admission.batch else 1,
+            },
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
             "memory": self.memory.as_dict(),
@@ -148,6 +218,20 @@ class MoondreamGenerator:
             out["warning"] = "random weights: outputs are meaningless (tiny/test preset)"
         return out
 
+    @property
+    def resize_path(self) -> str:
+        """Which resize makes the crops: ``pyvips`` / ``pillow`` on the host, or ``device-bicubic``."""
+        return RESIZE_DEVICE if self.admission.crop_resize == CROP_RESIZE_DEVICE else default_resize_backend()
+
+    @contextlib.contextmanager
+    def _on_stream(self) -> Iterator[None]:
+        """Device work of generation on the generation stream (CUDA); nothing on CPU."""
+        if self._stream is None:
+            yield
+            return
+        with torch.cuda.stream(self._stream):
+            yield
+
     def free_slots(self) -> int:
         return sum(1 for s in self._by_slot if s is None)
 
@@ -159,6 +243,9 @@ class MoondreamGenerator:
         return ReadyWork(admitting=len(self._admitting), decoding=len(self._by_key) - len(self._admitting))
 
     def cancel(self, key: int) -> None:
+        """Forget a request. Between :meth:`launch_decode_step` and :meth:`finish_decode_step` this is
+        safe: the launched step's row for it is discarded by the finish, and its slot is reused only by
+        an admission whose prefill is queued after the step (same stream) and overwrites the slot."""
         self._admitting.pop(key, None)
         seq = self._by_key.pop(key, None)
         if seq is not None:
@@ -178,6 +265,8 @@ class MoondreamGenerator:
         """Image crops (Pillow resizing, the slow CPU part of admission), made by the server's decode
         workers so the inference loop does not wait for them. Thread-safe: reads only the config."""
         validate_request(request, tuple(self.config.tokenizer.templates["caption"]))
+        if self.admission.crop_resize == CROP_RESIZE_DEVICE:
+            return request  # the crops are resized on the device at admit()
         return dataclasses.replace(request, prepared=overlap_crops(request.image, self.model.vision.config))
 
     def admit(self, request: GenerationRequest) -> list[GenerationEvent]:
@@ -199,8 +288,7 @@ class MoondreamGenerator:
         slot = next((i for i, s in enumerate(self._by_slot) if s is None), None)
         if slot is None:
             raise RuntimeError("no free sequence slot: check free_slots() before admit()")
-        prepared = request.prepared
-        crops, tiling = prepared if prepared is not None else overlap_crops(request.image, self.config.vision)
+        crops, tiling = self._crops(request)
         seq = SequenceState(
             request=request,
             slot=slot,
@@ -214,47 +302,128 @@ class MoondreamGenerator:
         self._admitting[request.key] = _Admission(seq, crops, tiling, prompt)
         return []
 
+    def _crops(self, request: GenerationRequest) -> tuple[np.ndarray | torch.Tensor, Tiling]:
+        """The request's crops: made by ``prepare()`` (host resize), or now, on the device."""
+        if request.prepared is not None:
+            crops, tiling = request.prepared
+            return crops, tiling
+        if self.admission.crop_resize == CROP_RESIZE_DEVICE:
+            with torch.inference_mode(), self._on_stream():
+                image = upload_image(request.image, self.model.device)  # once, as uint8
+                return overlap_crops_on_device(image, self.config.vision)
+        return overlap_crops(request.image, self.config.vision)
+
     @torch.inference_mode()
     def admission_unit(self) -> list[GenerationEvent]:
-        """One admission unit for the oldest admitting request: a chunk of crops, or the prefill."""
-        key, adm = next(iter(self._admitting.items()))
-        vision, device = self.model.vision, self.model.device
-        unit_started_s = time.perf_counter()
-        if adm.encoded < len(adm.crops):
-            chunk = adm.crops[adm.encoded : adm.encoded + self.encode_chunk_crops]
-            x = crops_to_tensor(chunk, device=device, dtype=self.model.dtype)
-            adm.features.append(vision.encode_crops(x))  # (n, grid*grid, enc_dim)
-            adm.encoded += len(chunk)
-            self._sync()
-            adm.seq.prefill_ms += (time.perf_counter() - unit_started_s) * 1000.0
-            return []
-        del self._admitting[key]
-        seq, text = adm.seq, self.model.text
-        image_tokens = vision.project(torch.cat(adm.features), adm.tiling)  # (N, D)
-        ids = torch.tensor([self.config.tokenizer.bos_id], device=device)
-        prompt_t = torch.tensor(adm.prompt, dtype=torch.long, device=device)
-        embeds = torch.cat([text.embed(ids), image_tokens, text.embed(prompt_t)], dim=0)[None]
-        hidden_d = text.prefill(embeds, self.cache, seq.slot)[0, -1]
-        logits_1v = text.logits(hidden_d[None])
-        s = seq.request.settings
-        if seq.is_text:
-            temp = torch.tensor([float(s.temperature)], device=device)
-            top_p = torch.tensor([float(s.top_p)], device=device)
-            token = int(sample_tokens(logits_1v, temp, top_p, self._rng, all_greedy=s.temperature == 0)[0])
-        else:
-            token = int(logits_1v.argmax(dim=-1)[0])
-        now_s = time.perf_counter()
-        seq.prefill_ms += (now_s - unit_started_s) * 1000.0
-        seq.ttft_ms = (now_s - seq.started_s) * 1000.0
-        seq.decode_started_s = now_s
+        """One admission unit: a vision forward over the next crops waiting, or a prefill.
+
+        While the oldest admitting request has crops left, a unit encodes up to
+        ``encode_chunk_crops`` crops taken in admission order (with batching on, from several
+        requests when the oldest has fewer left). Once the oldest is encoded, a unit prefills it
+        together with up to ``prefill_batch - 1`` more fully encoded requests whose lengths round
+        up to the same ``prefill_length_bucket`` (right-padded; see ``TextModel.prefill``).
+        Safe while a decode step is launched: the work is queued after it on the same stream.
+        """
+        with self._on_stream():
+            oldest = next(iter(self._admitting.values()))
+            if oldest.remaining_crops > 0:
+                self._encode_unit()
+                return []
+            return self._prefill_unit()
+
+    def _encode_unit(self) -> None:
+        started_s = time.perf_counter()
+        budget = self.encode_chunk_crops
+        pieces: list[tuple[_Admission, int]] = []  # (admission, crops taken)
+        for adm in self._admitting.values():
+            take = min(adm.remaining_crops, budget)
+            if take > 0:
+                pieces.append((adm, take))
+                budget -= take
+            if budget == 0 or not self.admission.batch:
+                break
+        device, dtype = self.model.device, self.model.dtype
+        x = torch.cat(
+            [crops_to_tensor(adm.crops[adm.encoded : adm.encoded + n], device, dtype) for adm, n in pieces]
+        )
+        features = self.model.vision.encode_crops(x)  # (n, grid*grid, enc_dim)
+        self.vision_forwards += 1
+        offset = 0
+        for adm, n in pieces:
+            adm.features.append(features[offset : offset + n])
+            adm.encoded += n
+            offset += n
+        self._sync()
+        elapsed_ms = (time.perf_counter() - started_s) * 1000.0
+        for adm, _ in pieces:
+            adm.seq.prefill_ms += elapsed_ms
+
+    def _prefill_group(self) -> list[_Admission]:
+        """The oldest admission and the fully encoded ones that can share its prefill forward."""
+        items = list(self._admitting.values())
+        head = items[0]
+        group = [head]
+        if not self.admission.batch:
+            return group
+        bucket = self.admission.prefill_length_bucket
+        head_bucket = -(-head.input_tokens // bucket)
+        rows_fit = self.prefill_tokens // min(self.cache.context, head_bucket * bucket)
+        for adm in items[1:]:
+            if len(group) >= min(self.admission.prefill_batch, rows_fit):
+                break
+            if adm.remaining_crops == 0 and -(-adm.input_tokens // bucket) == head_bucket:
+                group.append(adm)
+        return group
+
+    def _prefill_unit(self) -> list[GenerationEvent]:
+        started_s = time.perf_counter()
+        group = self._prefill_group()
+        for adm in group:
+            del self._admitting[adm.seq.request.key]
+        vision, text, device = self.model.vision, self.model.text, self.model.device
+        bos = text.embed(torch.tensor([self.config.tokenizer.bos_id], device=device))
+        rows = []
+        for adm in group:
+            image_tokens = vision.project(torch.cat(adm.features), adm.tiling)  # (N, D)
+            prompt_t = torch.tensor(adm.prompt, dtype=torch.long, device=device)
+            rows.append(torch.cat([bos, image_tokens, text.embed(prompt_t)], dim=0))
+        lengths = [adm.input_tokens for adm in group]
+        if len(group) == 1:
+            embeds = rows[0][None]
+        else:  # right-pad to the group's longest, rounded up to the bucket (fewer distinct shapes)
+            bucket = self.admission.prefill_length_bucket
+            padded = min(self.cache.context, -(-max(lengths) // bucket) * bucket)
+            embeds = rows[0].new_zeros((len(group), padded, rows[0].shape[-1]))
+            for i, row in enumerate(rows):
+                embeds[i, : row.shape[0]] = row
+        hidden = text.prefill(embeds, self.cache, [adm.seq.slot for adm in group])  # (B, T, D)
+        self.prefill_forwards += 1
+        last_index = torch.tensor([n - 1 for n in lengths], device=device)
+        hidden_bd = hidden[torch.arange(len(group), device=device), last_index]  # (B, D)
+        logits_bv = text.logits(hidden_bd)
         events: list[GenerationEvent] = []
-        if seq.is_text:
-            seq.stream = WordChunker(self._token_bytes)
-            self._after_text_token(seq, token, events)
-        else:
-            self._after_decision(seq, token, hidden_d, events)
-        logger.debug("admitted key=%s skill=%s slot=%d tokens=%d", key, seq.request.skill, seq.slot,
-                     seq.input_tokens)
+        now_s = time.perf_counter()
+        for i, adm in enumerate(group):  # in admission order: the sampler's draws as one at a time
+            seq, s = adm.seq, adm.seq.request.settings
+            if seq.is_text:
+                temp = torch.tensor([float(s.temperature)], device=device)
+                top_p = torch.tensor([float(s.top_p)], device=device)
+                logits_1v = logits_bv[i : i + 1]
+                token = int(sample_tokens(logits_1v, temp, top_p, self._rng, all_greedy=s.temperature == 0)[0])
+            else:
+                token = int(logits_bv[i].argmax())
+            seq.prefill_ms += (now_s - started_s) * 1000.0
+            seq.ttft_ms = (now_s - seq.started_s) * 1000.0
+            seq.decode_started_s = now_s
+            if seq.is_text:
+                seq.stream = WordChunker(self._token_bytes)
+                self._after_text_token(seq, token, events)
+            else:
+                self._after_decision(seq, token, hidden_bd[i], events)
+            logger.debug(
+                "admitted key=%s skill=%s slot=%d tokens=%d (prefill of %d)",
+                seq.request.key, seq.request.skill, seq.slot, seq.input_tokens, len(group),
+            )
         return events
 
     def _sync(self) -> None:
@@ -267,15 +436,47 @@ class MoondreamGenerator:
         decode step. The server does not use this: its scheduling policy picks the unit."""
         return self.admission_unit() if self._admitting else self.decode_step()
 
-    @torch.inference_mode()
     def decode_step(self) -> list[GenerationEvent]:
-        decoding = [seq for key, seq in self._by_key.items() if key not in self._admitting]
-        if not decoding:
-            return []
-        return self._decode_step(decoding)
+        """One decode step for every decoding sequence: :meth:`launch_decode_step` + :meth:`finish_decode_step`."""
+        self.launch_decode_step()
+        return self.finish_decode_step()
 
-    def _decode_step(self, decoding: list[SequenceState]) -> list[GenerationEvent]:
-        """One static-shape step (:mod:`models.moondream.decode_step`) for every decoding row."""
+    @torch.inference_mode()
+    def launch_decode_step(self) -> None:
+        """Enqueue one decode step's device work without waiting for its result.
+
+        On CUDA the input copies, the kernels (or the captured graph's replay) and the copy of the
+        sampled tokens into the pinned host buffer are queued on the generation stream and an event
+        is recorded after them; on CPU the step is computed here. At most one launched step may be
+        outstanding. With no decoding sequence nothing is launched and the finish returns [].
+        Admit/cancel (and admission units) before the finish take effect at the next step.
+        """
+        if self._launched is not None:
+            raise RuntimeError("a decode step is already launched: finish_decode_step() first")
+        decoding = [seq for key, seq in self._by_key.items() if key not in self._admitting]
+        if decoding:
+            with self._on_stream():
+                self._launch(decoding)
+        self._launched = _LaunchedStep(decoding)
+
+    def finish_decode_step(self) -> list[GenerationEvent]:
+        """Wait for the launched step (its event), post-process it -> the events ``decode_step()`` returns.
+
+        Rows whose request was cancelled after the launch are dropped.
+        """
+        launched = self._launched
+        if launched is None:
+            raise RuntimeError("no decode step launched: call launch_decode_step() first")
+        self._launched = None
+        if not launched.rows:
+            return []
+        out = self.decode.wait()
+        live = [seq for seq in launched.rows if self._by_key.get(seq.request.key) is seq]
+        return self._after_step(live, out)
+
+    def _launch(self, decoding: list[SequenceState]) -> None:
+        """Write each decoding row's input into the step's host buffers and launch the static-shape
+        step (:mod:`models.moondream.decode_step`)."""
         step = self.decode
         step.clear_rows()
         ints, floats = step.int_rows, step.float_rows
@@ -297,8 +498,9 @@ class MoondreamGenerator:
             else:
                 ints[r, COL_KIND] = INPUT_COORD
                 floats[r, COL_VALUE0] = seq.feed_value[0]
-        out = step.run(max(seq.pos for seq in decoding), region_rows, sample)
+        step.launch(max(seq.pos for seq in decoding), region_rows, sample)
 
+    def _after_step(self, decoding: list[SequenceState], out: np.ndarray) -> list[GenerationEvent]:
         events: list[GenerationEvent] = []
         for seq in decoding:
             r = seq.slot
@@ -396,6 +598,6 @@ class MoondreamGenerator:
                 self.step()
             self.cancel(key)
         if self.model.device.type == "cuda":
-            with torch.inference_mode():
+            with torch.inference_mode(), self._on_stream():
                 shapes = self.decode.warmup(self.config.prefix_attn_len)
             logger.info("moondream decode warm-up: %d shapes, %d CUDA graphs", shapes, self.decode.graphs_captured)

@@ -13,7 +13,15 @@
 positions per slot, default the model's), ``seed`` (random weights and sampling, default 0),
 ``encode_chunk_crops`` (crops encoded per admission unit between control work, default 4),
 ``length_bucket`` (decode attends over a length rounded up to this, default 128), ``cuda_graphs``
-(capture each decode shape in a CUDA graph on CUDA, default true).
+(capture each decode shape in a CUDA graph on CUDA, default true), ``batch_admission`` (crops of
+several waiting requests in one vision forward and several prefills in one forward, default true),
+``prefill_batch`` (most requests per prefill forward, default 4), ``prefill_length_bucket``
+(requests share a prefill when their input lengths round up to the same multiple of this,
+default 32), ``prefill_tokens`` (most positions, rows x padded length, in one prefill forward;
+default the context, so the activation budget is that of one whole-context prefill),
+``crop_resize`` (``"host"``: libvips/Pillow in the decode workers, the reference and the default;
+``"device"``: the image uploaded once as uint8 and the crops resized on the model's device
+with torch bicubic + antialias).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from models.moondream.config import (
     preset_config,
 )
 from models.moondream.decode_step import DecodeOptions
-from models.moondream.generator import MoondreamGenerator
+from models.moondream.generator import AdmissionOptions, MoondreamGenerator
 from models.moondream.model import MoondreamModel, init_random_weights
 from models.moondream.tokenizer import EOS_TEXT, build_tiny_tokenizer, load_tokenizer, templates_from_texts
 from models.moondream.weights import load_checkpoint
@@ -100,6 +108,13 @@ def load_generator(spec: ModelSpec, device: str, dtype: str) -> MoondreamGenerat
         decode_options=DecodeOptions(
             length_bucket=int(options.get("length_bucket", DecodeOptions.length_bucket)),
             cuda_graphs=bool(options.get("cuda_graphs", DecodeOptions.cuda_graphs)),
+        ),
+        admission_options=AdmissionOptions(
+            batch=bool(options.get("batch_admission", AdmissionOptions.batch)),
+            prefill_batch=int(options.get("prefill_batch", AdmissionOptions.prefill_batch)),
+            prefill_length_bucket=int(options.get("prefill_length_bucket", AdmissionOptions.prefill_length_bucket)),
+            prefill_tokens=int(options["prefill_tokens"]) if "prefill_tokens" in options else None,
+            crop_resize=str(options.get("crop_resize", AdmissionOptions.crop_resize)),
         ),
     )
     logger.info(

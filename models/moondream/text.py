@@ -13,6 +13,8 @@ we write it back as halves. That is the same permutation for q and k, so attenti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -82,13 +84,26 @@ class TextModel(nn.Module):
         mask[:prefix, :prefix] = True
         return mask
 
-    def prefill(self, embeds_1td: torch.Tensor, cache: KVCache | None = None, slot: int = 0) -> torch.Tensor:
-        """Run a whole sequence from position 0 -> hidden (1, T, D); fills ``cache[slot, :T]`` if given."""
-        seq_len = embeds_1td.shape[1]
+    def prefill(
+        self, embeds_btd: torch.Tensor, cache: KVCache | None = None, slot: int | Sequence[int] = 0
+    ) -> torch.Tensor:
+        """Run whole sequences from position 0 -> hidden (B, T, D); fills ``cache[slots, :T]`` if given.
+
+        ``slot`` is one cache slot per row (an int for one row). Rows of several requests share
+        one forward when right-padded to a common T: the mask is causal after the prefix (the
+        same for every row), so padding positions are invisible to the real ones; their cache
+        entries lie after the row's length and are overwritten by its decode steps before any
+        step reads them.
+        """
+        batch, seq_len = embeds_btd.shape[:2]
+        slots = [slot] if isinstance(slot, int) else list(slot)
+        if len(slots) != batch:
+            raise ValueError(f"prefill of {batch} rows needs {batch} cache slots, got {len(slots)}")
+        slot_index = torch.tensor(slots, dtype=torch.long, device=embeds_btd.device) if batch > 1 else None
         cos = self.rope_cos[:seq_len][None]  # (1, T, rot)
         sin = self.rope_sin[:seq_len][None]
-        mask_tt = self.prefix_mask(seq_len, embeds_1td.device)
-        x = embeds_1td
+        mask_tt = self.prefix_mask(seq_len, embeds_btd.device)
+        x = embeds_btd
         rot = self.config.rot_dim
         for layer, block in enumerate(self._blocks):
             h = block.ln(x)
@@ -96,8 +111,12 @@ class TextModel(nn.Module):
             rotate_qk_(qkv, cos, sin, rot)
             q, k, v = heads_of(qkv)
             if cache is not None:
-                cache.k[layer, slot, :, :seq_len] = k[0]
-                cache.v[layer, slot, :, :seq_len] = v[0]
+                if slot_index is None:
+                    cache.k[layer, slots[0], :, :seq_len] = k[0]
+                    cache.v[layer, slots[0], :, :seq_len] = v[0]
+                else:
+                    cache.k[layer, slot_index, :, :seq_len] = k
+                    cache.v[layer, slot_index, :, :seq_len] = v
             attn = block.attn.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask_tt))
             x = x + attn + block.mlp(h)
         return x

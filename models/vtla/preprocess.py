@@ -13,16 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-STAGING_CACHE_SIZE = 16
+STAGING_CACHE_SIZE = 64  # (slot, shape, dtype) buffers kept: slots x batch buckets
 
 
 class HostStaging:
-    """Stacks same-shape arrays into (pinned, on CUDA) host memory and copies them to the device.
+    """Stacks same-shape arrays into reused host buffers (pinned, on CUDA) and copies them to the device.
 
-    Pinned buffers are reused per (slot, shape, dtype): within one ``act`` each slot (a camera,
-    the tactile image) has its own buffer, so no buffer is rewritten while its copy may still be
-    in flight; across calls reuse is safe because every ``act`` ends by reading its result back
-    to the host, which waits for all earlier copies on the stream.
+    Buffers are reused per (slot, shape, dtype): within one ``act`` each slot (a camera, the
+    tactile image, force/torque, proprio, a mask, the text ids) has its own buffer, so no
+    buffer is rewritten while its copy may still be in flight; across calls reuse is safe
+    because every ``act`` ends by reading its result back to the host, which waits for all
+    earlier copies on the stream. On CPU the buffers are reused too (no pinning), and the
+    returned tensor is the buffer itself: valid until the next call for that slot.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -30,23 +32,32 @@ class HostStaging:
         self._pin = device.type == "cuda"
         self._buffers: OrderedDict[tuple[str, tuple[int, ...], str], torch.Tensor] = OrderedDict()
 
-    def to_device(self, arrays: Sequence[np.ndarray], slot: str) -> torch.Tensor:
-        """(B, *shape) on the device, same dtype as the arrays."""
-        first = arrays[0]
-        shape = (len(arrays), *first.shape)
-        if not self._pin:
-            return torch.from_numpy(np.stack(arrays)).to(self._device)
-        key = (slot, shape, first.dtype.str)
+    def buffer(self, slot: str, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+        """The reused host buffer of (slot, shape, dtype) (made on first use)."""
+        key = (slot, shape, np.dtype(dtype).str)
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = torch.empty(shape, dtype=torch.from_numpy(first[:0]).dtype, pin_memory=True)
+            torch_dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+            buffer = torch.empty(shape, dtype=torch_dtype, pin_memory=self._pin)
             self._buffers[key] = buffer
             if len(self._buffers) > STAGING_CACHE_SIZE:
                 self._buffers.popitem(last=False)
         else:
             self._buffers.move_to_end(key)
+        return buffer
+
+    def to_device(self, arrays: Sequence[np.ndarray], slot: str) -> torch.Tensor:
+        """(B, *shape) on the device, same dtype as the arrays."""
+        first = arrays[0]
+        buffer = self.buffer(slot, (len(arrays), *first.shape), first.dtype)
         np.stack(arrays, out=buffer.numpy())
-        return buffer.to(self._device, non_blocking=True)
+        return buffer.to(self._device, non_blocking=self._pin)
+
+    def upload(self, array: np.ndarray, slot: str) -> torch.Tensor:
+        """One array (already stacked) on the device through the slot's reused buffer."""
+        buffer = self.buffer(slot, tuple(array.shape), array.dtype)
+        buffer.numpy()[...] = array
+        return buffer.to(self._device, non_blocking=self._pin)
 
 
 def images_to_pixels(
@@ -82,12 +93,19 @@ def images_to_pixels(
     return (x * scale.view(1, 3, 1, 1) - shift.view(1, 3, 1, 1)).to(dtype).contiguous()
 
 
-def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device, multiple: int = 1) -> torch.Tensor:
-    """Right-pad id sequences with 0 -> (B, T) int64 on the device, T the longest rounded up to
+def padded_token_ids(sequences: Sequence[Sequence[int]], multiple: int = 1, width: int | None = None) -> np.ndarray:
+    """Right-pad id sequences with 0 -> (B, T) int64, T = ``width`` or the longest rounded up to
     ``multiple`` (T may be 0)."""
-    width = max((len(s) for s in sequences), default=0)
-    width = -(-width // multiple) * multiple
+    if width is None:
+        width = max((len(s) for s in sequences), default=0)
+        width = -(-width // multiple) * multiple
     out = np.zeros((len(sequences), width), dtype=np.int64)
     for row, ids in enumerate(sequences):
         out[row, : len(ids)] = ids
+    return out
+
+
+def pad_token_ids(sequences: Sequence[Sequence[int]], device: torch.device, multiple: int = 1) -> torch.Tensor:
+    """:func:`padded_token_ids` on the device."""
+    out = padded_token_ids(sequences, multiple)
     return torch.from_numpy(out).to(device, non_blocking=device.type == "cuda")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
 from models.vtla.normalization import ActionDenormalizer, io_entry, stats_payload
-from models.vtla.preprocess import HostStaging, images_to_pixels, pad_token_ids
+from models.vtla.preprocess import HostStaging, images_to_pixels, padded_token_ids
 from models.vtla.presets import preset_config
+from models.vtla.static_forward import StaticForward
 from models.vtla.text import PromptEncoder, build_byte_tokenizer
 from vtla_contracts.model_spec import ModelSpec
 from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
@@ -30,6 +32,9 @@ DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # a forward runs at the smalle
 DEFAULT_SEQUENCE_BUCKET = 16  # decoder sequence length rounded up to a multiple of this
 TACTILE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 MAX_CHARS_PER_TOKEN = 16  # more characters than this per allowed token cannot fit
+# ``act``'s CUDA stream priority: lower is higher; torch maps values beyond the device's range to
+# its highest priority, so this asks for the highest there is
+HIGHEST_STREAM_PRIORITY = -(2**10)
 
 
 class VTLAPolicy:
@@ -45,6 +50,8 @@ class VTLAPolicy:
         batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
         sequence_bucket: int = DEFAULT_SEQUENCE_BUCKET,
         compile_forward: bool = False,
+        static_inputs: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         buckets = tuple(sorted({int(b) for b in batch_buckets}))
         if not buckets or buckets[0] < 1:
@@ -64,6 +71,17 @@ class VTLAPolicy:
         self._denormalize = ActionDenormalizer(self.cfg.action, device)
         self._staging = HostStaging(device)
         self._source = source
+        # ``act`` runs on a high-priority stream on CUDA: its kernels are scheduled ahead of a
+        # Moondream step queued on the generation stream (normal priority)
+        self._stream = (
+            torch.cuda.Stream(device, priority=HIGHEST_STREAM_PRIORITY) if device.type == "cuda" else None
+        )
+        if self._stream is not None:  # the weights were written on the default stream
+            self._stream.wait_stream(torch.cuda.current_stream(device))
+        self.text_width = -(-self.cfg.prompt.max_text_tokens // sequence_bucket) * sequence_bucket
+        self.static: StaticForward | None = (
+            StaticForward(model, model._core, self.text_width, cuda_graphs) if static_inputs else None
+        )
         self.memory = vtla_budget(self.cfg, count_parameters(model), model, self.batch_buckets[-1])
         free = device_free_bytes(str(device))
         if free is not None:  # weights are resident: the largest bucket's activations must fit
@@ -93,6 +111,9 @@ class VTLAPolicy:
             **io_entry(cfg),
             "readout": cfg.action.readout,
             "batch_buckets": list(self.batch_buckets),
+            "sequence_buckets": self.sequence_lengths(),
+            "static_inputs": self.static is not None,
+            "cuda_graphs": self.static is not None and self.static.use_graphs,
             "memory": self.memory.as_dict(),
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
@@ -172,17 +193,42 @@ class VTLAPolicy:
             raise ValueError("act() needs at least one observation")
         bucket = self.bucket_for(len(batch))
         padded = list(batch) + [batch[-1]] * (bucket - len(batch))  # padding rows repeat a real one
-        with torch.inference_mode():
-            normalized = self.model(self._inputs(padded))[: len(batch)]  # (B, H, dim)
+        with torch.inference_mode(), self._on_stream():
+            inputs = self._inputs(padded)
+            normalized = (self.static.run(inputs) if self.static is not None else self.model(inputs))[: len(batch)]
             actions = self._denormalize(normalized)
-            out = actions.cpu().numpy().astype(np.float32, copy=False)
+            out = actions.cpu().numpy().astype(np.float32, copy=False)  # waits for the act stream only
         self.last_bucket = bucket
         return out
+
+    @contextlib.contextmanager
+    def _on_stream(self) -> Iterator[None]:
+        """Device work of ``act`` on its high-priority stream (CUDA); nothing on CPU. Every tensor of
+        an ``act`` is made and used on that stream, and its result read back there, so no
+        ``record_stream`` is needed; the stream waited for the default one once, after loading."""
+        if self._stream is None:
+            yield
+            return
+        with torch.cuda.stream(self._stream):
+            yield
+
+    def sequence_lengths(self) -> list[int]:
+        """Every decoder length (a multiple of the sequence bucket) a forward can run at."""
+        n_mid, bucket = self.model.num_middle_tokens, self.model.sequence_bucket
+        max_text = self.cfg.prompt.max_text_tokens
+        if self.cfg.action.readout == "query":
+            shortest, longest = n_mid + 1, n_mid + max_text + 1
+        else:  # the sequence stops at the last image token
+            shortest, longest = self.cfg.num_image_tokens, self.cfg.num_image_tokens + max_text
+        first, last = -(-shortest // bucket), -(-longest // bucket)
+        return [k * bucket for k in range(first, last + 1)]
 
     def reset(self, session: str | None) -> None:
         """Stateless policy: nothing to clear."""
 
     def warmup(self) -> None:
+        """One ``act`` at batch 1; on CUDA with static inputs then every (batch bucket, length) shape
+        (captured as CUDA graphs when ``cuda_graphs``), so no capture happens while serving."""
         s = self.cfg.vision.image_size
         image = np.zeros((s, s, 3), dtype=np.uint8)
         obs = Observation(images={name: image for name in self.cfg.cameras})
@@ -190,9 +236,27 @@ class VTLAPolicy:
             obs = Observation(images=obs.images, proprio=np.zeros(self.cfg.proprio_dim, dtype=np.float32))
         self.act([obs])
         logger.info("VTLA warm-up done (batch 1, %dx%d)", s, s)
+        if self.static is not None and self._device.type == "cuda":
+            self.warm_all_shapes(obs)
+
+    def warm_all_shapes(self, obs: Observation) -> int:
+        """Run (and with CUDA graphs capture) every (batch bucket, length) shape -> shapes run."""
+        if self.static is None:
+            return 0
+        count = 0
+        with torch.inference_mode(), self._on_stream():
+            template = self._inputs([obs])
+            for batch in self.batch_buckets:
+                for length in self.sequence_lengths():
+                    self.static.warm(batch, length, template)
+                    count += 1
+            if self._device.type == "cuda":
+                torch.cuda.current_stream(self._device).synchronize()
+        logger.info("VTLA warm-up: %d shapes, %d CUDA graphs", count, self.static.graphs_captured)
+        return count
 
     def _inputs(self, batch: Sequence[Observation]) -> VTLAInputs:
-        cfg, dev, dt = self.cfg, self._device, self._dtype
+        cfg, dt = self.cfg, self._dtype
         pre, s = cfg.preprocess, cfg.vision.image_size
         pixels = [
             self._pixels(
@@ -210,25 +274,28 @@ class VTLAPolicy:
             frames = [blank if obs.tactile_image is None else obs.tactile_image for obs in batch]
             tactile_image = self._pixels(frames, "tactile", tac.image_size, tac.image_mean, tac.image_std, "bilinear")
             present = [obs.tactile_image is not None for obs in batch]
-            tactile_mask = self._mask(present)
+            tactile_mask = self._mask(present, "tactile_mask")
             if tac.encoder == "resnet18":  # the predecessor's "no touch" is a zero image, not a token
                 tactile_image = tactile_image * tactile_mask.view(-1, 1, 1, 1).to(tactile_image.dtype)
         force_torque = ft_mask = None
         if tac.force_torque:
             zeros = np.zeros(6, dtype=np.float32)
             rows = [zeros if obs.force_torque is None else np.asarray(obs.force_torque, np.float32) for obs in batch]
-            ft = np.stack(rows)
-            force_torque = torch.from_numpy(ft).to(dev).to(dt)
-            ft_mask = self._mask([obs.force_torque is not None for obs in batch])
+            force_torque = self._staging.to_device(rows, slot="force_torque").to(dt)
+            ft_mask = self._mask([obs.force_torque is not None for obs in batch], "force_torque_mask")
         proprio = None
         if cfg.proprio_dim:
-            pr = np.stack([np.asarray(obs.proprio, dtype=np.float32) for obs in batch])
-            proprio = torch.from_numpy(pr).to(dev).to(dt)
-        widths = self.model.sequence_bucket
+            rows = [np.asarray(obs.proprio, dtype=np.float32) for obs in batch]
+            proprio = self._staging.to_device(rows, slot="proprio").to(dt)
+        # static inputs: the text at one fixed width, so the shape is (batch bucket, length) only
+        width = self.text_width if self.static is not None else None
+        multiple = self.model.sequence_bucket
+        ids_before = padded_token_ids([p[0] for p in prompts], multiple, width)
+        ids_after = padded_token_ids([p[1] for p in prompts], multiple, width)
         return VTLAInputs(
             pixel_values=pixel_values,
-            text_before=pad_token_ids([p[0] for p in prompts], dev, widths),
-            text_after=pad_token_ids([p[1] for p in prompts], dev, widths),
+            text_before=self._staging.upload(ids_before, "text_before"),
+            text_after=self._staging.upload(ids_after, "text_after"),
             lens_before=tuple(len(p[0]) for p in prompts),
             lens_after=tuple(len(p[1]) for p in prompts),
             tactile_image=tactile_image,
@@ -261,8 +328,8 @@ class VTLAPolicy:
             out[index] = images_to_pixels(raw, size, mean, std, mode, self._dtype)
         return out
 
-    def _mask(self, present: Sequence[bool]) -> torch.Tensor:
-        return torch.tensor(present, dtype=torch.bool).to(self._device, non_blocking=True)
+    def _mask(self, present: Sequence[bool], slot: str) -> torch.Tensor:
+        return self._staging.upload(np.asarray(present, dtype=np.bool_), slot)
 
 
 def _check_image(image: object, what: str, dtypes: tuple[np.dtype, ...]) -> None:
@@ -302,9 +369,12 @@ def vtla_budget(cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int) 
 
 
 def _options(spec: ModelSpec) -> dict[str, Any]:
-    """``[policy.options]``: ``batch_buckets`` (list of batch sizes), ``sequence_bucket`` (tokens)."""
+    """``[policy.options]``: ``batch_buckets`` (list of batch sizes), ``sequence_bucket`` (tokens),
+    ``compile`` (torch.compile the forward), ``static_inputs`` (run every forward on reused buffers
+    of its (batch bucket, length) shape, default true), ``cuda_graphs`` (CUDA: capture each shape
+    once and replay it, default true; needs ``static_inputs``)."""
     options = dict(spec.options)
-    known = ("batch_buckets", "sequence_bucket", "compile")
+    known = ("batch_buckets", "sequence_bucket", "compile", "static_inputs", "cuda_graphs")
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown [policy.options] for the VTLA: {unknown}; known: {', '.join(known)}")
@@ -315,6 +385,9 @@ def _options(spec: ModelSpec) -> dict[str, Any]:
         out["sequence_bucket"] = int(options["sequence_bucket"])
     if "compile" in options:
         out["compile_forward"] = bool(options["compile"])
+    for name in ("static_inputs", "cuda_graphs"):
+        if name in options:
+            out[name] = bool(options[name])
     return out
 
 

@@ -25,3 +25,10 @@ def test_gpu_direct_runs_on_cpu_and_checks_graph_vs_eager(tmp_path: Path) -> Non
     assert moondream["graph_vs_eager_text_equal"] is True  # on CPU both paths are eager: the check runs
     assert moondream["graph_vs_eager_boxes_equal"] is True
     assert result["memory"]["moondream"]["kv_cache_bytes"] > 0
+    checks = result["vtla_checks"]
+    assert checks["graph_vs_eager_max_abs"] < 1e-5  # on CPU both are eager over other buffers
+    admission = result["admission"]
+    assert admission["batched"]["vision_forwards"] < admission["one_at_a_time"]["vision_forwards"]
+    assert admission["batched"]["prefill_forwards"] <= admission["one_at_a_time"]["prefill_forwards"]
+    assert admission["device_resize_vs_reference_levels"]["max"] < 64
+    assert result["act_during_decode"]["act_ms_during_decode"]["p50_ms"] > 0

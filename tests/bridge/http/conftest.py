@@ -7,7 +7,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -22,16 +21,10 @@ from PIL import Image
 from bridge.config import BridgeConfig, with_overrides
 from bridge.http.app import create_app
 from bridge.http.settings import HttpSettings
+from tests.conftest import free_port
 
 # generation kept short: the tiny model's text is gibberish anyway
 FAST = {"max_tokens": 6, "max_objects": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_config(**sections: dict[str, object]) -> BridgeConfig:
