@@ -114,6 +114,7 @@ class InferenceLoop:
         self._gen_active: dict[int, Work] = {}  # generation key -> admitted work (admitting or decoding)
         self._step: _StepInFlight | None = None  # the launched decode step (overlap), if any
         self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
+        self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-loop", daemon=True)
@@ -201,6 +202,10 @@ class InferenceLoop:
             self._generator = generator
             self.state.vlm = LoadedModel("vlm", generator.info, generator.describe(), None, tuple(generator.skills()))
             self.policy.overlap = self._overlap_enabled()
+            # a step is launched beside an act batch only where the loop can tell the launch is
+            # asynchronous (decode_step_done() says "not yet" right after it); see _launch_step
+            self.policy.launch_beside_acts = self.policy.overlap and callable(
+                getattr(generator, "decode_step_done", None))
         for loaded in (self.state.policy, self.state.vlm):
             if loaded is not None and loaded.info.random_weights:
                 logger.warning(
@@ -282,6 +287,15 @@ class InferenceLoop:
             self.policy.charge(Decision(Unit.DECODE), time.perf_counter() - launched_s)
             return
         self._step = _StepInFlight(launched_s, rows)
+        query = getattr(generator, "decode_step_done", None)
+        if query is not None and self.policy.launch_beside_acts and rows:
+            try:
+                self._sync_launches = self._sync_launches + 1 if query() else 0
+            except Exception:
+                self._sync_launches = 0  # finish_decode_step() reports it, through the one error path
+            if self._sync_launches >= 2:  # the launch computes the step (CPU): keep the old order
+                self.policy.launch_beside_acts = False
+                logger.info("decode step launches are synchronous: no decode step launched beside act batches")
 
     def _step_done(self) -> bool:
         """Whether the launched step can be finished without waiting. A generator without

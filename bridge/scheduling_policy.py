@@ -186,6 +186,9 @@ class SchedulingPolicy:
     ) -> None:
         self.max_batch = max_batch
         self.overlap = overlap  # the loop sets it only for a generator that can launch a decode step
+        # acts' turn: launch a decode step beside the batch (the loop clears it for launches that compute
+        # synchronously, e.g. on CPU, where it would only put a decode step in front of the act)
+        self.launch_beside_acts = overlap
         self.max_batch_ms = max_batch_ms
         self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
         self.acts = _ClientQueues()
@@ -218,7 +221,8 @@ class SchedulingPolicy:
         if choice is None:
             return Decision(Unit.IDLE)
         if choice == 0:
-            return Decision(Unit.ACT, tuple(self._act_batch()), launch_decode=self.overlap and ready.decoding > 0)
+            launch = self.overlap and self.launch_beside_acts and ready.decoding > 0
+            return Decision(Unit.ACT, tuple(self._act_batch()), launch_decode=launch)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
 

@@ -182,10 +182,11 @@ class Generator(Protocol):
     def launch_decode_step(self) -> None:
         """Enqueue one decode step's device work for all decoding sequences without waiting for its
         result (GPU: kernels / graph replay on a normal-priority stream, the sampled tokens copied
-        into pinned memory). At most one step is outstanding: a second launch raises RuntimeError,
-        and so does ``admission_unit()`` before the step is finished. ``admit``/``cancel`` between
-        launch and finish take effect at the next step (a cancelled sequence yields no event).
-        A model that cannot run asynchronously computes the step here (the old order)."""
+        into pinned memory). At most one step is outstanding: a second launch raises RuntimeError.
+        ``admit``/``cancel`` between launch and finish take effect at the next step (a cancelled
+        sequence yields no event); the loop runs no admission unit while a step is in flight (an
+        implementation may allow or refuse one). A model that cannot run asynchronously computes
+        the step here (the old order)."""
         ...
 
     def finish_decode_step(self) -> list[GenerationEvent]:
@@ -195,7 +196,9 @@ class Generator(Protocol):
         Optional, not part of this protocol: ``decode_step_done() -> bool``, True once the launched
         step's device work has completed (GPU: ``event.query()``; no waiting). With it the loop waits
         on its inbox while the step runs, so an ``act`` arriving meanwhile starts at once instead of
-        after the step; without it the loop finishes the step right after the act batch it overlaps.
+        after the step, and it launches a step beside an act batch on the acts' turn — unless the
+        step is already done right after its launch (a synchronous launch, e.g. on CPU). Without
+        it the loop runs at most one act batch beside a step launched on generation's turn.
         The loop falls back to plain ``decode_step()`` for a generator without launch/finish."""
         ...
 

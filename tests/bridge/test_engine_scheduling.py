@@ -509,3 +509,24 @@ def test_generators_without_the_split_or_the_query_still_serve(start_sim: StartS
     assert [len(c[0].split()) for c in captions] == [20, 60, 150]
     overlapped = server.loop.state.counters["decode_steps_overlapped"]
     assert overlapped == 0 if wrap is _NoSplit else overlapped >= 0
+
+
+class _SyncLaunch(_NoQuery):
+    """A launch that computes the step before it returns (as on CPU), with the query."""
+
+    def launch_decode_step(self) -> None:
+        self._inner.launch_decode_step()
+        while not self._inner.decode_step_done():
+            time.sleep(0.0002)
+
+    def decode_step_done(self) -> bool:
+        done: bool = self._inner.decode_step_done()
+        return done
+
+
+def test_synchronous_launches_are_not_put_in_front_of_acts(start_sim: StartSim, ctx: zmq.Context) -> None:
+    server = start_sim(wrap_generator=_SyncLaunch)
+    assert server.loop.policy.overlap and server.loop.policy.launch_beside_acts
+    captions, acts = _mixed_load(server, ctx)
+    assert [c[1] for c in captions] == ["stop"] * 3 and len(acts) == 12
+    assert not server.loop.policy.launch_beside_acts  # seen done right after its launches: old order
