@@ -12,13 +12,21 @@ its scheduling policy, not this machine's CPU. Closed-loop clients run as separa
 * cancellation: 32 streaming clients vanish mid-caption: slots freed, time and decode steps to free them;
 * fairness: a polite 10 Hz client's p99 alone vs next to one client flooding as fast as it can.
 
+Two servers run side by side, ``[scheduler] overlap = false`` and ``true`` (acts beside a
+launched decode step, docs/architecture.md); every stage runs on one, then the other, so both
+see the same host minute. The top-level figures are overlap on (the default);
+``overlap_off`` holds the same stages with it off.
+
 What limits it: the clients share this machine's cores with the server; on a 2-core box the
-client processes' msgpack/socket work competes with the server's I/O thread (stated in the result).
+client processes' msgpack/socket work competes with the server's I/O thread. Each run records
+the CPU the server process and the client processes used (``cpu``: cores busy, from
+/proc/<pid>/stat and each client process's own process time).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -50,35 +58,82 @@ class EngineOptions:
     duration_s: float = 4.0
     max_batch: int = 64
     max_batch_ms: float = 12.0  # [scheduler] max_batch_ms: ~2 rows of nano-2b-h200 (5.7 ms at 1 row)
+    overlap: tuple[bool, ...] = (False, True)  # [scheduler] overlap of the servers compared
 
     def quick(self) -> EngineOptions:
         return replace(self, clients=(1, 8, 64), caption_streams=(8,), saturating_clients=32, vanishing_clients=8,
                        warmup_s=0.5, duration_s=1.5)
 
 
-def _table(options: EngineOptions) -> dict[str, Any]:
+def _table(options: EngineOptions, overlap: bool) -> dict[str, Any]:
     return {
         "policy": dict(POLICY),
         "vlm": dict(VLM),
         "batching": {"max_batch": options.max_batch},
-        "scheduler": {"max_batch_ms": options.max_batch_ms},
+        "scheduler": {"max_batch_ms": options.max_batch_ms, "overlap": overlap},
         "device": {"device": "cpu", "dtype": "float32"},  # the simulated device is the preset's
         "server": {"max_inflight": 2048, "max_inflight_per_client": 64},
     }
 
 
-def _run(server: ServerProcess, options: EngineOptions, *groups: dict[str, Any]) -> list[GroupResult]:
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class _Target:
+    """One server under test, and the CPU it and its clients used in each run (cores busy)."""
+
+    endpoint: str
+    pid: int | None
+    cpu: dict[str, dict[str, Any]]
+    stage: str = ""
+
+    def record(self, label: str, server_cpu_s: float | None, wall_s: float, results: list[GroupResult]) -> None:
+        clients = sum(r.cpu_s for r in results)
+        self.cpu[f"{self.stage}/{label}"] = {
+            "server_cores": server_cpu_s / wall_s if server_cpu_s is not None and wall_s > 0 else None,
+            "client_cores": sum(r.cpu_s / r.wall_s for r in results if r.wall_s > 0),
+            "client_cpu_s": clients,
+            "client_processes": len(results),
+        }
+
+
+def _run(server: _Target, options: EngineOptions, *groups: dict[str, Any]) -> list[GroupResult]:
     specs = [ClientGroup(endpoint=server.endpoint, start_at=0.0, warmup_s=options.warmup_s,
                          duration_s=options.duration_s, **g) for g in groups]
-    return ClientProcesses(specs).run(ready_timeout_s=120.0, lead_s=0.2,
-                                      timeout_s=options.warmup_s + options.duration_s + 60)
+    processes = ClientProcesses(specs)
+    start: list[tuple[float | None, float]] = []  # the server's CPU time and the clock when the clients start
+
+    def started(start_at: float) -> None:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        start.append((process_cpu_s(server.pid), time.monotonic()))
+
+    results = processes.run(ready_timeout_s=120.0, lead_s=0.2, timeout_s=options.warmup_s + options.duration_s + 60,
+                            on_start=started)
+    after_s = process_cpu_s(server.pid)
+    before_s, started_s = start[0] if start else (None, time.monotonic())
+    wall_s = time.monotonic() - started_s  # to the last client's result (a few ms after its window)
+    used = after_s - before_s if after_s is not None and before_s is not None else None
+    label = "+".join(f"{g['kind']}x{g['count']}" for g in groups)
+    server.record(label, used, wall_s, results)
+    return results
 
 
 def _acts(results: list[GroupResult]) -> list[GroupResult]:
     return [r for r in results if r.kind == "act"]
 
 
-def _batching(server: ServerProcess, options: EngineOptions, ideal_rps: dict[int, float]) -> list[dict[str, Any]]:
+def _batching(server: _Target, options: EngineOptions, ideal_rps: dict[int, float]) -> list[dict[str, Any]]:
     points = []
     for n in options.clients:
         results = _run(server, options, *({"kind": "act", "count": c} for c in split(n)))
@@ -104,7 +159,7 @@ def _errors(results: list[GroupResult]) -> dict[str, int]:
     return out
 
 
-def _control(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+def _control(server: _Target, options: EngineOptions) -> dict[str, Any]:
     control = {"kind": "act", "count": 1, "rate_hz": options.control_rate_hz}
     out: dict[str, Any] = {"rate_hz": options.control_rate_hz}
     for streams in (0, *options.caption_streams):
@@ -114,16 +169,18 @@ def _control(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
         tokens = sum(r.tokens for r in results if r.kind == "caption")
         out["idle" if not streams else f"streams_{streams}"] = {
             "act": summarize(act.latencies_ms).as_dict(),
+            "act_server": summarize(act.server_ms).as_dict(),  # inside the server: no client-side noise
             "tokens_per_s": tokens / options.duration_s,
         }
     idle_p99 = out["idle"]["act"]["p99_ms"]
     for streams in options.caption_streams:
         entry = out[f"streams_{streams}"]
         entry["p99_vs_idle"] = ratio(entry["act"]["p99_ms"], idle_p99)
+        entry["server_p99_vs_idle"] = ratio(entry["act_server"]["p99_ms"], out["idle"]["act_server"]["p99_ms"])
     return out
 
 
-def _generation(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+def _generation(server: _Target, options: EngineOptions) -> dict[str, Any]:
     captions = {"kind": "caption", "count": options.generation_streams}
     alone = _run(server, options, captions)
     loaded = _run(server, options, captions, *({"kind": "act", "count": c} for c in split(options.saturating_clients)))
@@ -140,7 +197,7 @@ def _generation(server: ServerProcess, options: EngineOptions) -> dict[str, Any]
     }
 
 
-def _cancellation(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+def _cancellation(server: _Target, options: EngineOptions) -> dict[str, Any]:
     """Clients vanish mid-caption; a monitor thread polls ``health`` for the slots still held."""
     samples: list[tuple[float, int, int]] = []  # (monotonic, active slots, decode steps)
     stop = threading.Event()
@@ -181,7 +238,7 @@ def _cancellation(server: ServerProcess, options: EngineOptions) -> dict[str, An
     }
 
 
-def _fairness(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
+def _fairness(server: _Target, options: EngineOptions) -> dict[str, Any]:
     polite = {"kind": "act", "count": 1, "rate_hz": options.polite_rate_hz, "label": "polite"}
     alone = _acts(_run(server, options, polite))[0]
     flood = {"kind": "act", "count": 1, "depth": 64, "label": "flooder"}
@@ -198,6 +255,10 @@ def _fairness(server: ServerProcess, options: EngineOptions) -> dict[str, Any]:
     }
 
 
+def _variant(overlap: bool) -> str:
+    return "overlap_on" if overlap else "overlap_off"
+
+
 def run_engine(options: EngineOptions, work_dir: Path, progress: bool = True) -> dict[str, Any]:
     from models.simulated.policy import SimulatedPolicy
     from vtla_contracts.model_spec import ModelSpec
@@ -206,21 +267,41 @@ def run_engine(options: EngineOptions, work_dir: Path, progress: bool = True) ->
     batches = sorted({min(n, options.max_batch) for n in options.clients})
     ideal_rps = {b: b / cost_model.forward_ms(b) * 1000.0 for b in batches}
     work_dir.mkdir(parents=True, exist_ok=True)
-    with ServerProcess("engine", _table(options), work_dir) as server:
-        result: dict[str, Any] = {
-            "options": options.__dict__,
-            "cost_model": {"forward_ms": {b: cost_model.forward_ms(b) for b in batches}, "ideal_rps": ideal_rps},
-            "simulated": server.hello["models"]["vtla"].get("simulation"),
-            "client_limits": "client processes share the host's cores with the server (os.cpu_count in machine)",
-        }
-        stages = (("batching", lambda: _batching(server, options, ideal_rps)),
-                  ("control", lambda: _control(server, options)),
-                  ("generation", lambda: _generation(server, options)),
-                  ("cancellation", lambda: _cancellation(server, options)),
-                  ("fairness", lambda: _fairness(server, options)))
+    servers = [ServerProcess(f"engine-{_variant(o)}", _table(options, o), work_dir) for o in options.overlap]
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+        targets = {o: _Target(s.endpoint, s.pid, {}) for o, s in zip(options.overlap, servers, strict=True)}
+        per_variant: dict[bool, dict[str, Any]] = {o: {} for o in options.overlap}
+        stages = (("batching", lambda t: _batching(t, options, ideal_rps)),
+                  ("control", lambda t: _control(t, options)),
+                  ("generation", lambda t: _generation(t, options)),
+                  ("cancellation", lambda t: _cancellation(t, options)),
+                  ("fairness", lambda t: _fairness(t, options)))
         for name, stage in stages:
-            logger.info("bench engine: %s", name)
-            result[name] = stage()
+            for overlap, target in targets.items():  # alternating: both variants see the same host minute
+                logger.info("bench engine: %s, %s", name, _variant(overlap))
+                target.stage = name
+                per_variant[overlap][name] = stage(target)
+        hello = servers[-1].hello
+    finally:
+        for server in servers:
+            server.stop()
+    main = options.overlap[-1]
+    result: dict[str, Any] = {
+        "options": options.__dict__,
+        "cost_model": {"forward_ms": {b: cost_model.forward_ms(b) for b in batches}, "ideal_rps": ideal_rps},
+        "simulated": hello["models"]["vtla"].get("simulation"),
+        "client_limits": f"client processes share the host's {os.cpu_count()} cores with the server",
+        "overlap": main,
+        **per_variant[main],
+        "cpu": {_variant(o): t.cpu for o, t in targets.items()},
+    }
+    for overlap in options.overlap:
+        if overlap != main:
+            result[_variant(overlap)] = per_variant[overlap]
     return _finite(result)
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,11 @@ class GroupResult:
     completed: int = 0  # acts answered / captions finished inside the window
     tokens: int = 0  # streamed chunks inside the window
     latencies_ms: list[float] = field(default_factory=list)  # act round trips inside the window
+    server_ms: list[float] = field(default_factory=list)  # the same acts' timing.server_ms (received -> reply made)
     errors: dict[str, int] = field(default_factory=dict)
     closed_at: float = 0.0  # vanish: time.monotonic() when the sockets were closed
+    cpu_s: float = 0.0  # this client process's CPU time over the run (user + system)
+    wall_s: float = 0.0  # the run's wall time in this process
 
 
 def _decode(frames: list[bytes]) -> dict[str, Any]:
@@ -97,6 +101,7 @@ async def _act_client(sock: zmq.asyncio.Socket, group: ClientGroup, frame: np.nd
         elif window.inside(now):
             out.completed += 1
             out.latencies_ms.append((now - started) * 1000.0)
+            out.server_ms.append(float(reply.get("timing", {}).get("server_ms", float("nan"))))
         if period_s:
             next_send = max(now, next_send + period_s)
             await asyncio.sleep(max(0.0, next_send - time.monotonic()))
@@ -150,12 +155,14 @@ async def _run_group(group: ClientGroup, start: Any) -> GroupResult:
     start_at = await asyncio.get_running_loop().run_in_executor(None, start)  # every process is ready
     group = dataclasses.replace(group, start_at=start_at)
     await asyncio.sleep(max(0.0, group.start_at - time.monotonic()))
+    cpu0_s, wall0_s = time.process_time(), time.monotonic()  # the run itself, from the common start
     try:
         if group.kind == "vanish":
             await _vanish(socks, group, frame, out)
         else:
             client = _act_client if group.kind == "act" else _caption_client
             await asyncio.gather(*(client(sock, group, frame, out) for sock in socks))
+        out.cpu_s, out.wall_s = time.process_time() - cpu0_s, time.monotonic() - wall0_s
     finally:
         for sock in socks:
             sock.close(linger=0)
@@ -190,8 +197,10 @@ class ClientProcesses:
         for process in self._processes:
             process.start()
 
-    def run(self, ready_timeout_s: float, lead_s: float, timeout_s: float) -> list[GroupResult]:
-        """Wait until every process has connected its sockets, start all at ``now + lead_s``."""
+    def run(self, ready_timeout_s: float, lead_s: float, timeout_s: float,
+            on_start: Callable[[float], None] | None = None) -> list[GroupResult]:
+        """Wait until every process has connected its sockets, start all at ``now + lead_s``
+        (``on_start(start_at)`` is called then, e.g. to read the server's CPU time)."""
         out = []
         try:
             for _ in self._groups:
@@ -201,6 +210,8 @@ class ClientProcesses:
             start_at = time.monotonic() + lead_s
             for go in self._go:
                 go.put(start_at)
+            if on_start is not None:
+                on_start(start_at)
             for _ in self._groups:
                 kind, payload = self._results.get(timeout=timeout_s)
                 if kind == "failed":

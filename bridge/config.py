@@ -74,6 +74,7 @@ class SchedulerConfig:
     admission_share: float = 0.5  # of generation time: admission units vs decode steps, when both wait
     pad_batches: bool = True  # pad act batches to 1, 2, 4, ... max_batch (one shape per bucket)
     max_batch_ms: float = 0.0  # >0: act batches no longer than this (learnt), one row per waiting client at least
+    overlap: bool = True  # run act batches beside a launched decode step (generators that can split one)
 
 
 @dataclass(frozen=True)

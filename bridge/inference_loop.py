@@ -8,6 +8,13 @@ Per iteration (see docs/architecture.md):
    batch, one admission unit or one decode step; run it and charge its time to the policy.
 Because generation advances one bounded unit at a time, an ``act`` waits at most one unit
 when it arrives, and the policy's budgets keep generation progressing while acts saturate.
+
+With ``[scheduler] overlap`` and a generator that can split a decode step
+(``launch_decode_step`` / ``finish_decode_step``), a decode step is launched and left in flight
+(GPU: a normal-priority stream) while the loop goes on: act batches run beside it (the policy's
+``launch_decode`` and ``step_in_flight`` decisions), and the step is finished when its device
+work is done (``decode_step_done()``, when the generator has it) or when generation's turn comes.
+For a CPU model whose launch computes the step, this is the old order.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ PolicyLoader = Callable[..., ActPolicy]
 GeneratorLoader = Callable[..., Generator]
 
 _IDLE_WAIT_S = 0.05
+_STEP_POLL_S = 0.0002  # while a launched step is in flight: how often decode_step_done() is asked near its end
+_STEP_WAKE_FRACTION = 0.9  # first look at the step after this fraction of its expected duration
 _GPU_MEMORY_EVERY_S = 1.0
 
 
@@ -65,9 +74,20 @@ class LoopState:
             "act_requests": 0,
             "admission_units": 0,
             "decode_steps": 0,
+            "decode_steps_overlapped": 0,  # decode steps an act batch ran beside (overlap)
             "generation_cancelled": 0,
         }
     )
+
+
+@dataclass
+class _StepInFlight:
+    """A launched decode step: when, for how many sequences, and the act time spent beside it."""
+
+    launched_s: float
+    rows: int
+    overlapped_s: float = 0.0
+    acts: int = 0  # act batches run beside it
 
 
 def _shutting_down() -> ProtocolError:
@@ -92,6 +112,9 @@ class InferenceLoop:
         self._generator: Generator | None = None
         self.policy = self._new_policy()
         self._gen_active: dict[int, Work] = {}  # generation key -> admitted work (admitting or decoding)
+        self._step: _StepInFlight | None = None  # the launched decode step (overlap), if any
+        self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
+        self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-loop", daemon=True)
@@ -115,10 +138,21 @@ class InferenceLoop:
     def _new_policy(self) -> SchedulingPolicy:
         sched = self.config.scheduler
         policy = SchedulingPolicy(
-            self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share, sched.max_batch_ms
+            self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share, sched.max_batch_ms,
+            overlap=self._overlap_enabled(),
         )
         policy.set_batch_key(lambda work: work.batch_key)
         return policy
+
+    def _overlap_enabled(self) -> bool:
+        """``[scheduler] overlap`` and a generator that can launch a decode step (else plain decode_step())."""
+        generator = getattr(self, "_generator", None)
+        return bool(
+            self.config.scheduler.overlap
+            and generator is not None
+            and callable(getattr(generator, "launch_decode_step", None))
+            and callable(getattr(generator, "finish_decode_step", None))
+        )
 
     @property
     def generator(self) -> Generator | None:
@@ -167,6 +201,11 @@ class InferenceLoop:
             generator.warmup()
             self._generator = generator
             self.state.vlm = LoadedModel("vlm", generator.info, generator.describe(), None, tuple(generator.skills()))
+            self.policy.overlap = self._overlap_enabled()
+            # a step is launched beside an act batch only where the loop can tell the launch is
+            # asynchronous (decode_step_done() says "not yet" right after it); see _launch_step
+            self.policy.launch_beside_acts = self.policy.overlap and callable(
+                getattr(generator, "decode_step_done", None))
         for loaded in (self.state.policy, self.state.vlm):
             if loaded is not None and loaded.info.random_weights:
                 logger.warning(
@@ -183,7 +222,7 @@ class InferenceLoop:
             self.state.gpu_memory_gb = torch.cuda.memory_allocated(self.state.device) / 2**30
 
     def _has_work(self) -> bool:
-        return self.policy.has_waiting() or bool(self._gen_active)
+        return self.policy.has_waiting() or bool(self._gen_active) or self._step is not None
 
     def _serve(self) -> None:
         last_memory_s = time.perf_counter()
@@ -201,15 +240,30 @@ class InferenceLoop:
             self._admit_waiting()
             self.state.generation_active = len(self._gen_active)
             self.state.generation_waiting = len(self.policy.generation)
+            if self._step is not None and self._step_done():
+                self._finish_step()
+                continue
             ready = self._generator.ready() if self._generator is not None else ReadyWork()
-            decision = self.policy.schedule(ready)
+            decision = self.policy.schedule(ready, step_in_flight=self._step is not None)
             if decision.unit is Unit.IDLE:
                 continue
-            if decision.unit is Unit.ACT and self._wait_for_stragglers(decision):
+            if decision.unit is Unit.FINISH_DECODE:
+                self._await_step()
+                continue
+            if decision.unit is Unit.DECODE and self.policy.overlap:
+                self._launch_step()  # in flight; acts may run beside it before it is finished
+                continue
+            if decision.unit is Unit.ACT and self._step is None and self._wait_for_stragglers(decision):
                 continue  # the batch grew: decide again with the stragglers in it
+            if decision.launch_decode:
+                self._launch_step()
             start = time.perf_counter()
             self._execute(decision)
-            self.policy.charge(decision, time.perf_counter() - start)
+            elapsed_s = time.perf_counter() - start
+            if decision.unit is Unit.ACT and self._step is not None:
+                self._step.overlapped_s += elapsed_s
+                self._step.acts += 1
+            self.policy.charge(decision, elapsed_s)
 
     def _execute(self, decision: Decision) -> None:
         if decision.unit is Unit.ACT:
@@ -218,6 +272,87 @@ class InferenceLoop:
             self._generation_unit(admission=True)
         elif decision.unit is Unit.DECODE:
             self._generation_unit(admission=False)
+
+    # ------------------------------------------------------------------ a decode step in flight (overlap)
+
+    def _launch_step(self) -> None:
+        generator = self._generator
+        assert generator is not None and self._step is None
+        rows = len(self._gen_active)
+        launched_s = time.perf_counter()
+        try:
+            generator.launch_decode_step()
+        except Exception as exc:
+            self._generation_failed(exc, f"decode step launch ({rows} sequences)")
+            self.policy.charge(Decision(Unit.DECODE), time.perf_counter() - launched_s)
+            return
+        self._step = _StepInFlight(launched_s, rows)
+        query = getattr(generator, "decode_step_done", None)
+        if query is not None and self.policy.launch_beside_acts and rows:
+            try:
+                self._sync_launches = self._sync_launches + 1 if query() else 0
+            except Exception:
+                self._sync_launches = 0  # finish_decode_step() reports it, through the one error path
+            if self._sync_launches >= 2:  # the launch computes the step (CPU): keep the old order
+                self.policy.launch_beside_acts = False
+                logger.info("decode step launches are synchronous: no decode step launched beside act batches")
+
+    def _step_done(self) -> bool:
+        """Whether the launched step can be finished without waiting. A generator without
+        ``decode_step_done`` gets one act batch beside the step, then the step is finished."""
+        assert self._step is not None
+        query = getattr(self._generator, "decode_step_done", None)
+        if query is None:
+            return self._step.acts > 0
+        try:
+            done = bool(query())
+        except Exception:
+            return True  # let finish_decode_step() raise it, through the one error path
+        if done and not self._step.acts:  # a step alone: learn its duration (observed, so at most late)
+            observed_s = time.perf_counter() - self._step.launched_s
+            self._step_estimate_s = observed_s if not self._step_estimate_s else (
+                0.8 * self._step_estimate_s + 0.2 * observed_s)
+        return done
+
+    def _await_step(self) -> None:
+        """Generation's turn with a step in flight: wait until it is done or new work arrives (an
+        ``act`` arriving now may run beside the step: the policy decides at the next iteration)."""
+        assert self._step is not None
+        if getattr(self._generator, "decode_step_done", None) is None:
+            self._finish_step()  # nothing to wait on but the step itself
+            return
+        wake_s = self._step.launched_s + _STEP_WAKE_FRACTION * self._step_estimate_s
+        while not self._step_done():
+            timeout_s = max(wake_s - time.perf_counter(), _STEP_POLL_S)
+            if self._wait_inbox(timeout_s):
+                return
+
+    def _wait_inbox(self, timeout_s: float) -> bool:
+        """Take what arrives within ``timeout_s`` (and everything queued behind it) -> whether anything came."""
+        try:
+            work = self.inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return False
+        self._accept(work)
+        self._intake(block=False)
+        return True
+
+    def _finish_step(self) -> None:
+        generator, step = self._generator, self._step
+        assert generator is not None and step is not None
+        self._step = None
+        try:
+            events = generator.finish_decode_step()
+        except Exception as exc:
+            self._generation_failed(exc, f"decode step ({step.rows} sequences)")
+            events = None
+        end_s = time.perf_counter()
+        if events is not None:
+            if step.acts:
+                self.state.counters["decode_steps_overlapped"] += 1
+            self._generation_done(events, False, step.launched_s, step.rows, end_s)
+        # generation is charged the loop time the step held on its own: not the act batches beside it
+        self.policy.charge(Decision(Unit.DECODE), max(0.0, end_s - step.launched_s - step.overlapped_s))
 
     def _intake(self, block: bool) -> None:
         try:
@@ -381,13 +516,23 @@ class InferenceLoop:
         try:
             events = generator.admission_unit() if admission else generator.decode_step()
         except Exception as exc:
-            what = "admission" if admission else f"decode step ({decoding} sequences)"
-            for key, work in list(self._gen_active.items()):
-                generator.cancel(key)
-                self.outbox.fail(work, exc, what)
-            self._gen_active.clear()
+            self._generation_failed(exc, "admission" if admission else f"decode step ({decoding} sequences)")
             return
-        unit_ms = (time.perf_counter() - start) * 1000.0
+        self._generation_done(events, admission, start, decoding, time.perf_counter())
+
+    def _generation_failed(self, exc: Exception, what: str) -> None:
+        """The one error path of generation units: every active request fails, its slot is freed."""
+        generator = self._generator
+        assert generator is not None
+        for key, work in list(self._gen_active.items()):
+            generator.cancel(key)
+            self.outbox.fail(work, exc, what)
+        self._gen_active.clear()
+
+    def _generation_done(
+        self, events: list[GenerationEvent], admission: bool, start_s: float, decoding: int, end_s: float
+    ) -> None:
+        unit_ms = (end_s - start_s) * 1000.0
         self.state.counters["admission_units" if admission else "decode_steps"] += 1
         if not admission:
             for work in self._gen_active.values():
@@ -413,6 +558,12 @@ class InferenceLoop:
             except queue.Empty:
                 break
         pending = [*self.policy.acts, *self.policy.generation, *self.policy.control, *self._gen_active.values()]
+        if self._step is not None and self._generator is not None:
+            self._step = None
+            try:  # nothing must stay outstanding on the device; the events go nowhere
+                self._generator.finish_decode_step()
+            except Exception:
+                logger.exception("finishing the decode step in flight at shutdown")
         if self._generator is not None:
             for key in list(self._gen_active):
                 self._generator.cancel(key)

@@ -9,10 +9,12 @@ each call returns one decision, and the loop charges the decision's measured tim
   (as in CFS/WFQ): act batches carry weight ``1 - vlm_min_share``, generation
   ``vlm_min_share``; inside generation, admission units carry ``admission_share`` and decode
   steps the rest. A class that has work and the smallest virtual time runs; ties go to acts.
-  A class that was idle re-enters at the virtual time of the busy one (no credit banked while
-  idle, no debt kept for service it got while the other was idle), so an ``act`` arriving
-  while generation runs alone waits at most the one
-  unit in progress, and while both saturate, generation keeps its guaranteed share.
+  A class that becomes busy starts no earlier than the class that kept running (no credit
+  banked while idle) and keeps the debt of service it just had (a closed-loop client's acts go
+  idle for a moment after every batch; forgiving that debt starved generation); when neither
+  class has work both start level. So an ``act`` arriving while generation runs alone waits at
+  most the one unit in progress (unless acts still owe generation its share of their last
+  batch), and while both saturate, generation keeps its guaranteed share.
 * **Fair across clients**: an act batch takes one request per client in round-robin order before
   a second from any client, starting after the client served first last time, so a client's
   backlog cannot push another client's ``act`` back by more than one batch. Generation
@@ -22,6 +24,17 @@ each call returns one decision, and the loop charges the decision's measured tim
   so one client's deep pipeline cannot make the batch that a polite client waits behind long.
   Forward times are learnt per row count (moving average); an unmeasured size is assumed to
   cost what the largest measured smaller size costs, so larger sizes get tried and learnt.
+* **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
+  ``finish_decode_step``): a decode step is *launched* (in flight on the device's
+  normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
+  is the acts' turn and sequences are decoding, the decision is "launch a decode step, run this
+  act batch while it is in flight" (``Decision.launch_decode``); while a step is in flight the
+  policy is asked again (``step_in_flight``) and answers another act batch if it is the acts'
+  turn (an act arriving during a generation step starts at once instead of after it) or
+  ``FINISH_DECODE`` (wait for the step). Admission units never run while a step is in flight.
+  The loop charges a launched step only the loop time it held on its own (launch, waiting,
+  finishing: not the act batches beside it), so generation keeps its share of loop time and
+  the overlapped steps come on top.
 """
 
 from __future__ import annotations
@@ -40,12 +53,14 @@ class Unit(enum.Enum):
     ACT = "act"
     ADMISSION = "admission"
     DECODE = "decode"
+    FINISH_DECODE = "finish_decode"  # a decode step is in flight and it is generation's turn: wait for it
 
 
 @dataclass(frozen=True)
 class Decision:
     unit: Unit
     batch: tuple[Work, ...] = ()  # ACT: the requests of one forward, in reply order
+    launch_decode: bool = False  # ACT: launch a decode step first; the batch runs while it is in flight
 
 
 class _FairPair:
@@ -57,11 +72,26 @@ class _FairPair:
         self._was_busy = [False, False]
 
     def pick(self, busy_first: bool, busy_second: bool) -> int | None:
-        """-> 0 or 1 (the class to run), None when neither has work; ties go to the first."""
-        if busy_first and busy_second:
-            for i in (0, 1):
-                if not self._was_busy[i]:  # re-entry: neither credit nor debt carried across idle time
-                    self.vtime[i] = self.vtime[1 - i]
+        """-> 0 or 1 (the class to run), None when neither has work; ties go to the first.
+
+        Re-entry as in start-time fair queuing: a class that becomes busy starts at
+        ``max(its own virtual time, the system's)``, the system's being the smallest virtual time
+        of the classes busy at the previous call. So no credit is banked while idle (it starts no
+        earlier than the class that kept running), but a class that went idle only for a moment
+        (a closed-loop client turning its replies around) keeps the debt of the service it just
+        had. When neither class has work, both start level (a busy period ended: debts forgiven)."""
+        busy = (busy_first, busy_second)
+        if not any(busy):
+            if any(self._was_busy):
+                top = max(self.vtime)
+                self.vtime = [top, top]
+            self._was_busy = [False, False]
+            return None
+        running = [self.vtime[i] for i in (0, 1) if self._was_busy[i]]
+        system = min(running) if running else max(self.vtime)
+        for i in (0, 1):
+            if busy[i] and not self._was_busy[i]:
+                self.vtime[i] = max(self.vtime[i], system)
         self._was_busy = [busy_first, busy_second]
         if busy_first and busy_second:
             return 0 if self.vtime[0] <= self.vtime[1] else 1
@@ -147,9 +177,18 @@ class SchedulingPolicy:
     """Holds the waiting work and decides, one call at a time, what runs next."""
 
     def __init__(
-        self, max_batch: int, vlm_min_share: float, admission_share: float, max_batch_ms: float = 0.0
+        self,
+        max_batch: int,
+        vlm_min_share: float,
+        admission_share: float,
+        max_batch_ms: float = 0.0,
+        overlap: bool = False,
     ) -> None:
         self.max_batch = max_batch
+        self.overlap = overlap  # the loop sets it only for a generator that can launch a decode step
+        # acts' turn: launch a decode step beside the batch (the loop clears it for launches that compute
+        # synchronously, e.g. on CPU, where it would only put a decode step in front of the act)
+        self.launch_beside_acts = overlap
         self.max_batch_ms = max_batch_ms
         self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
         self.acts = _ClientQueues()
@@ -169,13 +208,21 @@ class SchedulingPolicy:
         """Generation requests to admit into the free slots now (cheap: no device work)."""
         return self.generation.take_round_robin(free_slots, lambda work: True) if free_slots > 0 else []
 
-    def schedule(self, ready: ReadyWork) -> Decision:
-        """The next device unit: an act batch, an admission unit, a decode step, or idle."""
+    def schedule(self, ready: ReadyWork, step_in_flight: bool = False) -> Decision:
+        """The next device unit: an act batch, an admission unit, a decode step, or idle.
+
+        With ``step_in_flight`` (a launched decode step not yet finished): an act batch to run
+        beside it, or FINISH_DECODE."""
+        if step_in_flight:
+            if self._act_vs_gen.pick(bool(self.acts), True) == 0:
+                return Decision(Unit.ACT, tuple(self._act_batch()))
+            return Decision(Unit.FINISH_DECODE)
         choice = self._act_vs_gen.pick(bool(self.acts), ready.any)
         if choice is None:
             return Decision(Unit.IDLE)
         if choice == 0:
-            return Decision(Unit.ACT, tuple(self._act_batch()))
+            launch = self.overlap and self.launch_beside_acts and ready.decoding > 0
+            return Decision(Unit.ACT, tuple(self._act_batch()), launch_decode=launch)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
 

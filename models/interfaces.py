@@ -8,7 +8,10 @@ Two kinds of model sit behind the server:
   ``point``): requests are *admitted* (image encode + prefill, in bounded admission units) and
   then all decoding sequences advance together, one decode step at a time. The generator only
   reports what work it has ready (:meth:`Generator.ready`); the server's scheduling policy
-  (bridge/scheduling_policy.py) decides which unit runs when.
+  (bridge/scheduling_policy.py) decides which unit runs when. A decode step can be split into
+  :meth:`Generator.launch_decode_step` (enqueue the device work, return at once) and
+  :meth:`Generator.finish_decode_step` (wait, return the events), so that the loop runs an
+  ``act`` forward on a high-priority stream while the step is in flight.
 
 This module must stay free of torch imports: the server's I/O side and the tests use it
 without loading a model.
@@ -173,7 +176,30 @@ class Generator(Protocol):
         ...
 
     def decode_step(self) -> list[GenerationEvent]:
-        """One decode step for all decoding sequences together."""
+        """One decode step for all decoding sequences together (== launch + finish)."""
+        ...
+
+    def launch_decode_step(self) -> None:
+        """Enqueue one decode step's device work for all decoding sequences without waiting for its
+        result (GPU: kernels / graph replay on a normal-priority stream, the sampled tokens copied
+        into pinned memory). At most one step is outstanding: a second launch raises RuntimeError.
+        ``admit``/``cancel`` between launch and finish take effect at the next step (a cancelled
+        sequence yields no event); the loop runs no admission unit while a step is in flight (an
+        implementation may allow or refuse one). A model that cannot run asynchronously computes
+        the step here (the old order)."""
+        ...
+
+    def finish_decode_step(self) -> list[GenerationEvent]:
+        """Wait for the launched step and return the events ``decode_step()`` returns; without a
+        launch, RuntimeError.
+
+        Optional, not part of this protocol: ``decode_step_done() -> bool``, True once the launched
+        step's device work has completed (GPU: ``event.query()``; no waiting). With it the loop waits
+        on its inbox while the step runs, so an ``act`` arriving meanwhile starts at once instead of
+        after the step, and it launches a step beside an act batch on the acts' turn — unless the
+        step is already done right after its launch (a synchronous launch, e.g. on CPU). Without
+        it the loop runs at most one act batch beside a step launched on generation's turn.
+        The loop falls back to plain ``decode_step()`` for a generator without launch/finish."""
         ...
 
     def cancel(self, key: int) -> None:

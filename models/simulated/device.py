@@ -30,6 +30,20 @@ class DeviceWork:
 
 
 @dataclass(frozen=True)
+class PhaseTimes:
+    """One unit's compute time, memory time and launch gaps (ms) at the device's achievable rates."""
+
+    compute_ms: float
+    memory_ms: float
+    launch_ms: float
+
+    @property
+    def alone_ms(self) -> float:
+        """Its time alone on the device: the binding roof plus the launch gaps."""
+        return max(self.compute_ms, self.memory_ms) + self.launch_ms
+
+
+@dataclass(frozen=True)
 class DeviceModel:
     name: str
     peak_flops: float  # dense bf16 FLOP/s
@@ -48,10 +62,16 @@ class DeviceModel:
         if self.kernel_launch_us < 0:
             raise ConfigError("simulated device kernel_launch_us must be >= 0")
 
+    def phase_times(self, work: DeviceWork) -> PhaseTimes:
+        """The unit's compute time, memory time and launch gaps (ms), each at the achievable rate."""
+        return PhaseTimes(
+            work.flops / (self.peak_flops * self.compute_efficiency) * 1e3,
+            work.bytes_moved / (self.hbm_bytes_per_s * self.memory_efficiency) * 1e3,
+            work.kernels * self.kernel_launch_us / 1e3,
+        )
+
     def phase_ms(self, work: DeviceWork) -> float:
-        compute_s = work.flops / (self.peak_flops * self.compute_efficiency)
-        memory_s = work.bytes_moved / (self.hbm_bytes_per_s * self.memory_efficiency)
-        return max(compute_s, memory_s) * 1e3 + work.kernels * self.kernel_launch_us / 1e3
+        return self.phase_times(work).alone_ms
 
 
 def wait_ms(duration_ms: float) -> float:

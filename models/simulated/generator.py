@@ -3,8 +3,12 @@
 Same unit structure as the real generator (models/moondream/generator.py): ``admit`` takes a
 slot; ``admission_unit`` encodes ``encode_chunk_crops`` crops or runs the prefill (which picks
 the first token); ``decode_step`` advances every decoding sequence by one input. Each unit waits
-for the cost model's time. Outputs are well-formed and meaningless: captions/answers are
-``tok1 tok2 ...`` of the preset's typical length, detect/point return fixed boxes/points.
+for the cost model's time. A decode step can be split like the GPU path's: ``launch_decode_step``
+puts it in flight on the simulated device's normal-priority stream and returns at once; an
+``act`` of the simulated policy run meanwhile overlaps it (models/simulated/streams.py: the
+shared-roofline rule), and ``finish_decode_step`` waits for its (possibly stretched) end.
+Outputs are well-formed and meaningless: captions/answers are ``tok1 tok2 ...`` of the preset's
+typical length, detect/point return fixed boxes/points.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from models.moondream.config import REAL_PRESET, MoondreamConfig, preset_config
 from models.moondream.crops import tiling_for
 from models.moondream.sequence import SKILLS, validate_request
 from models.simulated import costs
-from models.simulated.device import wait_ms
+from models.simulated.device import DeviceWork, wait_ms
 from models.simulated.presets import GENERATOR_PRESETS, describe_preset, generator_workload, load_preset
+from models.simulated.streams import DeviceStreams, streams_for
 from vtla_contracts.model_spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ class SimulatedGenerator:
             source=self.preset.name,
         )
         self.units = {"admission": 0, "decode": 0}  # counters a test or benchmark may read
+        self._launched: list[_Sequence] | None = None  # the sequences of the decode step in flight
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -107,11 +113,15 @@ class SimulatedGenerator:
             costs.prefill(self.cfg, tokens, c.activation_rw_per_layer, c.kernels, context)
         )
 
-    def decode_ms(self, contexts: Sequence[int]) -> float:
+    def decode_work(self, contexts: Sequence[int]) -> DeviceWork:
         c = self.preset.costs
-        return self.preset.device.phase_ms(
-            costs.decode_step(self.cfg, contexts, c.activation_rw_per_layer, c.kernels)
-        )
+        return costs.decode_step(self.cfg, contexts, c.activation_rw_per_layer, c.kernels)
+
+    def decode_ms(self, contexts: Sequence[int]) -> float:
+        return self.preset.device.phase_ms(self.decode_work(contexts))
+
+    def _streams(self) -> DeviceStreams:
+        return streams_for(self.preset.device)
 
     # ---- admission ---------------------------------------------------------------------------
     def free_slots(self) -> int:
@@ -153,6 +163,8 @@ class SimulatedGenerator:
         self._admitting[request.key] = seq
 
     def admission_unit(self) -> list[GenerationEvent]:
+        if self._launched is not None:
+            raise RuntimeError("admission_unit while a decode step is in flight: finish_decode_step() first")
         if not self._admitting:
             return []
         key, seq = next(iter(self._admitting.items()))
@@ -178,13 +190,36 @@ class SimulatedGenerator:
 
     # ---- decoding ----------------------------------------------------------------------------
     def decode_step(self) -> list[GenerationEvent]:
+        self.launch_decode_step()
+        return self.finish_decode_step()
+
+    def launch_decode_step(self) -> None:
+        """Put one decode step of every decoding sequence in flight; returns without waiting."""
+        if self._launched is not None:
+            raise RuntimeError("a decode step is already in flight: finish_decode_step() first")
         decoding = [seq for key, seq in self._seqs.items() if key not in self._admitting]
+        self._launched = decoding
+        if decoding:
+            self.units["decode"] += 1
+            self._streams().launch(self.preset.device.phase_times(self.decode_work([s.pos for s in decoding])))
+
+    def decode_step_done(self) -> bool:
+        """True when the step in flight has finished on the simulated device (no waiting)."""
+        return self._launched is None or not self._launched or self._streams().done()
+
+    def finish_decode_step(self) -> list[GenerationEvent]:
+        """Wait for the step in flight -> its events; sequences cancelled meanwhile are skipped."""
+        decoding = self._launched
+        if decoding is None:
+            raise RuntimeError("finish_decode_step() without launch_decode_step()")
+        self._launched = None
         if not decoding:
             return []
-        self.units["decode"] += 1
-        wait_ms(self.decode_ms([seq.pos for seq in decoding]))
+        self._streams().finish()
         events: list[GenerationEvent] = []
         for seq in decoding:
+            if self._seqs.get(seq.request.key) is not seq:  # cancelled (or its key reused) after launch
+                continue
             seq.pos += 1
             self._advance(seq, events)
         return events

@@ -10,8 +10,9 @@ import numpy as np
 
 from models.interfaces import InputError, ModelInfo, Observation
 from models.simulated.costs import vtla_forward, vtla_parameters
-from models.simulated.device import wait_ms
+from models.simulated.device import DeviceWork
 from models.simulated.presets import POLICY_PRESETS, describe_preset, load_preset, policy_workload
+from models.simulated.streams import streams_for
 from models.vtla.config import VTLAConfig
 from models.vtla.normalization import denormalize_np, io_entry, stats_payload
 from models.vtla.presets import preset_config
@@ -46,11 +47,13 @@ class SimulatedPolicy:
     def info(self) -> ModelInfo:
         return self._info
 
-    def forward_ms(self, batch: int) -> float:
-        """Simulated time of one forward of ``batch`` observations (the cost model, no waiting)."""
+    def forward_work(self, batch: int) -> DeviceWork:
         c = self.preset.costs
-        work = vtla_forward(self.cfg, batch, self.workload.text_tokens, c.activation_rw_per_layer, c.kernels)
-        return self.preset.device.phase_ms(work)
+        return vtla_forward(self.cfg, batch, self.workload.text_tokens, c.activation_rw_per_layer, c.kernels)
+
+    def forward_ms(self, batch: int) -> float:
+        """Simulated time of one forward of ``batch`` observations alone (the cost model, no waiting)."""
+        return self.preset.device.phase_ms(self.forward_work(batch))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -86,7 +89,9 @@ class SimulatedPolicy:
         return ()
 
     def act(self, batch: Sequence[Observation]) -> np.ndarray:
-        wait_ms(self.forward_ms(len(batch)))
+        # the high-priority stream: beside a decode step in flight (launched by the simulated
+        # generator on this thread), both are timed by the shared-roofline rule (streams.py)
+        streams_for(self.preset.device).run(self.preset.device.phase_times(self.forward_work(len(batch))))
         self.forwards += 1
         self.rows += len(batch)
         return np.broadcast_to(self._action, (len(batch), *self._action.shape)).copy()

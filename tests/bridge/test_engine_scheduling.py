@@ -21,12 +21,14 @@ import zmq
 from bridge.client import BridgeClient
 from bridge.protocol import ErrorCode
 from bridge.server import InferenceServer
-from models.interfaces import ReadyWork
+from models import model_kinds
+from models.interfaces import GenerationEvent, ReadyWork
 from tests.bridge.raw import RawDealer, ndarray
 from tests.conftest import server_config
 
 SMALL = np.zeros((64, 64, 3), np.uint8)
 SLOW_UNITS = {"device": {"kernel_launch_us": 100.0}}  # every generation unit ~28-35 ms
+SLOW_STEPS = {"device": {"kernel_launch_us": 1000.0}}  # every generation unit ~0.3 s: an act (6 ms) fits in one
 
 
 StartSim = Callable[..., InferenceServer]
@@ -37,14 +39,17 @@ def start_sim() -> Iterator[StartSim]:
     """Start servers of both simulated presets (config sections as keyword arguments); stopped at teardown."""
     servers: list[InferenceServer] = []
 
-    def start(vlm_options: dict[str, Any] | None = None, **sections: Any) -> InferenceServer:
-        server = InferenceServer(
-            server_config(
-                policy={"kind": "simulated", "preset": "nano-2b-h200"},
-                vlm={"kind": "simulated", "preset": "moondream2-h200", "options": vlm_options or {}},
-                **sections,
-            )
+    def start(vlm_options: dict[str, Any] | None = None, wrap_generator: Callable[[Any], Any] | None = None,
+              **sections: Any) -> InferenceServer:
+        config = server_config(
+            policy={"kind": "simulated", "preset": "nano-2b-h200"},
+            vlm={"kind": "simulated", "preset": "moondream2-h200", "options": vlm_options or {}},
+            **sections,
         )
+        if wrap_generator is None:
+            server = InferenceServer(config)
+        else:
+            server = InferenceServer(config, load_generator=lambda *a: wrap_generator(model_kinds.load_generator(*a)))
         server.start()
         servers.append(server)
         assert server.wait_ready(60), server.loop.state.detail
@@ -336,3 +341,192 @@ def test_mixed_frame_sizes_and_optional_inputs_share_one_forward(start_sim: Star
     assert {r["timing"]["bucket"] for r in replies if r["timing"]["batch_size"] == max(sizes)} <= {4, 8}
     first = replies[0]["result"]["actions"]
     assert all(np.allclose(r["result"]["actions"], first, atol=1e-6) for r in replies)
+
+
+# ---------------------------------------------------------------- overlap: acts beside a launched decode step
+
+
+def _mixed_load(server: InferenceServer, ctx: zmq.Context) -> tuple[list[Any], list[Any]]:
+    """Three streaming captions and twelve acts from four clients at once -> (caption finals + chunks, act results)."""
+    captioners = [RawDealer(ctx, server.endpoint) for _ in range(3)]
+    actors = [RawDealer(ctx, server.endpoint) for _ in range(4)]
+    try:
+        for i, dealer in enumerate(captioners):
+            dealer.send(caption(f"c{i}", length=("short", "normal", "long")[i]))
+        acts = []
+        for round_ in range(3):
+            for i, dealer in enumerate(actors):
+                dealer.send(act(f"a{round_}-{i}", image=np.full((64, 64, 3), 10 * i, np.uint8)))
+            for dealer in actors:
+                reply = dealer.recv(20_000)
+                assert reply["ok"], reply
+                acts.append((reply["id"], reply["result"]["actions"]))
+        captions = []
+        for dealer in captioners:
+            chunks = []
+            while True:
+                reply = dealer.recv(30_000)
+                if "partial" in reply:
+                    chunks.append(reply["partial"]["chunk"])
+                    continue
+                assert reply["ok"], reply
+                captions.append((reply["result"]["caption"], reply["result"]["finish_reason"], "".join(chunks)))
+                break
+    finally:
+        for d in captioners + actors:
+            d.close()
+    return captions, sorted(acts, key=lambda item: item[0])
+
+
+def test_overlap_on_gives_the_same_replies_and_tokens_as_off(start_sim: StartSim, ctx: zmq.Context) -> None:
+    results = {}
+    for overlap in (False, True):
+        server = start_sim(scheduler={"overlap": overlap})
+        assert server.loop.policy.overlap is overlap
+        results[overlap] = _mixed_load(server, ctx)
+        with BridgeClient(server.endpoint, timeout_s=20) as client:
+            results[overlap] += (client.query(SMALL, "what?").text, client.detect(SMALL, "cube").items)
+    off, on = results[False], results[True]
+    assert [c[0] for c in on[0]] == [c[0] for c in off[0]]  # caption texts
+    assert [c[1] for c in on[0]] == [c[1] for c in off[0]] == ["stop"] * 3
+    assert all(text == chunks for text, _, chunks in on[0])  # the streamed chunks add up to the final
+    assert len(on[0][2][0].split()) == 150  # the long caption: every token
+    assert [a[0] for a in on[1]] == [a[0] for a in off[1]]
+    assert all(np.allclose(x[1], y[1], atol=1e-6) for x, y in zip(on[1], off[1], strict=True))
+    assert on[2:] == off[2:]
+
+
+def _act_during_a_step(server: InferenceServer, ctx: zmq.Context) -> tuple[list[str], dict[str, Any]]:
+    """On one DEALER (replies arrive in the order the server produced them): a streaming caption,
+    then, while a decode step runs, an act -> the order of the replies after the act was sent."""
+    dealer = RawDealer(ctx, server.endpoint)
+    try:
+        dealer.send(caption("c", length="short"))
+        first = dealer.recv(20_000)
+        assert "partial" in first  # the prefill's token: decode steps (~0.3 s each) follow
+        second = dealer.recv(20_000)
+        assert "partial" in second  # a decode step just finished and the next is launched
+        time.sleep(0.05)  # well inside that next step
+        dealer.send(act("a"))
+        order, act_reply = [], {}
+        while not act_reply:
+            reply = dealer.recv(20_000)
+            order.append("act" if reply["id"] == "a" else "chunk")
+            if reply["id"] == "a":
+                act_reply = reply
+        dealer.send({"v": 1, "id": "x", "op": "cancel", "args": {"id": "c"}})
+        final_of(dealer, "c")
+    finally:
+        dealer.close()
+    return order, act_reply
+
+
+def test_an_act_issued_during_a_launched_step_completes_before_the_step(start_sim: StartSim,
+                                                                        ctx: zmq.Context) -> None:
+    server = start_sim(vlm_options=SLOW_STEPS)
+    order, reply = _act_during_a_step(server, ctx)
+    assert reply["ok"] and order == ["act"], order  # no chunk of the step in flight came first
+    assert wait_until(lambda: server.loop.state.counters["decode_steps_overlapped"] >= 1)
+
+
+def test_without_overlap_the_act_waits_for_the_step(start_sim: StartSim, ctx: zmq.Context) -> None:
+    server = start_sim(vlm_options=SLOW_STEPS, scheduler={"overlap": False})
+    order, reply = _act_during_a_step(server, ctx)
+    assert reply["ok"] and order[0] == "chunk", order  # the step in flight finished first
+    assert server.loop.state.counters["decode_steps_overlapped"] == 0
+
+
+def test_cancel_with_a_step_in_flight_ends_the_request_before_the_step(start_sim: StartSim,
+                                                                       ctx: zmq.Context) -> None:
+    server = start_sim(vlm_options=SLOW_STEPS)
+    generator: Any = server.loop.generator
+    dealer = RawDealer(ctx, server.endpoint)
+    try:
+        dealer.send(caption("c", length="long"))
+        assert "partial" in dealer.recv(20_000) and "partial" in dealer.recv(20_000)
+        steps = server.loop.state.counters["decode_steps"]
+        time.sleep(0.05)  # inside the next step
+        dealer.send({"v": 1, "id": "x", "op": "cancel", "args": {"id": "c"}})
+        replies = []
+        while not any(r["id"] == "c" and "partial" not in r for r in replies):
+            replies.append(dealer.recv(20_000))
+        final = replies[-1]
+        assert not final["ok"] and final["error"]["code"] == ErrorCode.CANCELLED
+        assert not any("partial" in r for r in replies)  # ended before the step in flight finished
+        assert server.loop.state.counters["decode_steps"] <= steps + 1
+        assert wait_until(lambda: generator.free_slots() == 32 and not generator.ready().any, 5.0)
+        assert wait_until(lambda: server.loop.state.counters["decode_steps"] <= steps + 1
+                          and server.loop._step is None, 5.0)  # the step in flight was finished, no more
+    finally:
+        dealer.close()
+
+
+def test_deadline_with_steps_in_flight(start_sim: StartSim, ctx: zmq.Context) -> None:
+    server = start_sim(vlm_options=SLOW_STEPS)
+    generator: Any = server.loop.generator
+    dealer = RawDealer(ctx, server.endpoint)
+    try:
+        # admission ~1.4 s (2 crops, 3 prefill chunks), then 150 steps of ~0.3 s: the deadline passes while decoding
+        dealer.send(caption("d", length="long", deadline_ms=2500.0))
+        final, partials = final_of(dealer, "d")
+        assert not final["ok"] and final["error"]["code"] == ErrorCode.DEADLINE_EXCEEDED
+        assert "during generation" in final["error"]["message"] and 1 <= partials <= 8
+        assert wait_until(lambda: generator.free_slots() == 32, 5.0)
+    finally:
+        dealer.close()
+
+
+class _NoSplit:
+    """A generator without launch/finish: every attribute but those of the wrapped one."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("launch_decode_step", "finish_decode_step", "decode_step_done"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class _NoQuery(_NoSplit):
+    """launch/finish, but no decode_step_done(): one act batch beside a step, then it is finished."""
+
+    def launch_decode_step(self) -> None:
+        self._inner.launch_decode_step()
+
+    def finish_decode_step(self) -> list[GenerationEvent]:
+        events: list[GenerationEvent] = self._inner.finish_decode_step()
+        return events
+
+
+@pytest.mark.parametrize("wrap", [_NoSplit, _NoQuery])
+def test_generators_without_the_split_or_the_query_still_serve(start_sim: StartSim, ctx: zmq.Context,
+                                                               wrap: type) -> None:
+    server = start_sim(wrap_generator=wrap)
+    assert server.loop.policy.overlap is (wrap is _NoQuery)
+    captions, acts = _mixed_load(server, ctx)
+    assert [c[1] for c in captions] == ["stop"] * 3 and len(acts) == 12
+    assert [len(c[0].split()) for c in captions] == [20, 60, 150]
+    overlapped = server.loop.state.counters["decode_steps_overlapped"]
+    assert overlapped == 0 if wrap is _NoSplit else overlapped >= 0
+
+
+class _SyncLaunch(_NoQuery):
+    """A launch that computes the step before it returns (as on CPU), with the query."""
+
+    def launch_decode_step(self) -> None:
+        self._inner.launch_decode_step()
+        while not self._inner.decode_step_done():
+            time.sleep(0.0002)
+
+    def decode_step_done(self) -> bool:
+        done: bool = self._inner.decode_step_done()
+        return done
+
+
+def test_synchronous_launches_are_not_put_in_front_of_acts(start_sim: StartSim, ctx: zmq.Context) -> None:
+    server = start_sim(wrap_generator=_SyncLaunch)
+    assert server.loop.policy.overlap and server.loop.policy.launch_beside_acts
+    captions, acts = _mixed_load(server, ctx)
+    assert [c[1] for c in captions] == ["stop"] * 3 and len(acts) == 12
+    assert not server.loop.policy.launch_beside_acts  # seen done right after its launches: old order
