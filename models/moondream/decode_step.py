@@ -215,6 +215,11 @@ class DecodeStep:
             self._done.record()
         self._in_flight = True
 
+    def done(self) -> bool:
+        """No step in flight, or its device work has finished (CUDA: the event's ``query()``, no
+        synchronisation); on CPU a launched step is computed inside :meth:`launch`, so always True."""
+        return not self._in_flight or self._done is None or bool(self._done.query())
+
     def wait(self) -> np.ndarray:
         """Wait for the launched step (the step's one host synchronisation) -> its host output view."""
         if not self._in_flight:

@@ -459,6 +459,12 @@ class MoondreamGenerator:
                 self._launch(decoding)
         self._launched = _LaunchedStep(decoding)
 
+    def decode_step_done(self) -> bool:
+        """True when :meth:`finish_decode_step` would not wait: nothing launched, a launch with no
+        rows, or the step's device work finished. The loop asks this to run acts beside a step."""
+        launched = self._launched
+        return launched is None or not launched.rows or self.decode.done()
+
     def finish_decode_step(self) -> list[GenerationEvent]:
         """Wait for the launched step (its event), post-process it -> the events ``decode_step()`` returns.
 

@@ -55,3 +55,17 @@ def test_split_phase_step_on_cuda_equals_decode_step() -> None:
     got = strip(drive(generator, split_step))
     assert got == want
     assert generator.decode.graphs_captured >= 1
+
+
+def test_decode_step_done_is_the_event_query_on_cuda() -> None:
+    """A launched step is asynchronous on CUDA: done() is the recorded event's query, True after the finish."""
+    generator = cuda_generator(AdmissionOptions())
+    for req in mixed_requests()[:1]:
+        generator.admit(generator.prepare(req))
+    while generator.ready().admitting:
+        generator.admission_unit()
+    generator.launch_decode_step()
+    torch.cuda.synchronize()
+    assert generator.decode_step_done()  # the event has completed once the device is idle
+    generator.finish_decode_step()
+    assert generator.decode_step_done()

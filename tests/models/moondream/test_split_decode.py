@@ -72,6 +72,18 @@ def test_launch_with_nothing_decoding_finishes_empty(make_generator: MakeGenerat
     assert generator.finish_decode_step() == []
 
 
+def test_decode_step_done_on_cpu_is_true_at_once(make_generator: MakeGenerator) -> None:
+    """On CPU the launch computes the step, so the loop sees a synchronous launch (done at once)
+    and keeps the plain order; on CUDA the same query is the event's (tests/models/moondream/test_cuda_graphs.py)."""
+    generator = make_generator()
+    assert generator.decode_step_done()  # nothing launched
+    admit_all(generator, cases()[:1])
+    generator.launch_decode_step()
+    assert generator.decode.in_flight and generator.decode_step_done()
+    generator.finish_decode_step()
+    assert not generator.decode.in_flight and generator.decode_step_done()
+
+
 def test_cancel_between_launch_and_finish_drops_that_row(make_generator: MakeGenerator) -> None:
     reference = make_generator()
     admit_all(reference, cases()[:2])
