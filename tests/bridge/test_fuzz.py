@@ -3,7 +3,9 @@ well-behaved client talking at the same time keeps getting correct answers."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 
 import msgpack
 import numpy as np
@@ -83,8 +85,13 @@ def test_random_frames_never_kill_the_server(start_server: StartServer) -> None:
     thread = threading.Thread(target=good_client)
     thread.start()
     sent = 0
+    # 3,000 hostile frames, and on until the good client has had 20 answers while they keep coming
+    # (how many fit into the 3,000 depends on the host's speed, not on the server)
+    deadline_s = time.monotonic() + 120
     try:
-        for i in range(3000):
+        for i in itertools.count():
+            if i >= 3000 and (len(good_results) >= 20 or time.monotonic() > deadline_s):
+                break
             style = i % 4
             if style == 0:
                 frames = [b"", rng.bytes(int(rng.integers(0, 64)))]
@@ -105,12 +112,12 @@ def test_random_frames_never_kill_the_server(start_server: StartServer) -> None:
         stop.set()
         thread.join(30)
     assert not errors, errors
-    assert len(good_results) > 10
+    assert len(good_results) >= 20, f"the good client got {len(good_results)} answers during the fuzzing"
     with BridgeClient(server.endpoint, timeout_s=5) as client:
         health = client.health()
         assert health["status"] == "ok"
         assert client.act(image=np.full((8, 8, 3), 255, np.uint8)).action[0] == 1.0
-    assert server.loop.alive and sent == 3000
+    assert server.loop.alive and sent >= 3000
     fuzzer.close()
     ctx.term()
 
