@@ -21,6 +21,7 @@ RIM_INSET_M = 0.008  # rim grasp point this far inside the object's outer edge
 GRASP_DEPTH_M = 0.012  # grasp this far below the object's top (or at half its height, if lower)
 RIM_WALL_M = 0.007  # what the fingers read closed on a rim when its wall cannot be measured
 RIM_DEPTH_M = 0.02  # pinch a rim this far below its top (the pads reach 4 mm above the hand's site, 8 mm below)
+RIM_TOP_NEAR_X_M = 0.02  # a rim's top on the pinched side: its geoms' corners this close to the pinch in x
 FINGERS_CLOSED_M = 0.004  # the Panda finger reading closed on nothing (the pads meet): width = gap + this
 ON_CLEARANCE_M = 0.015  # release with the object's bottom this far above the target's top
 IN_CLEARANCE_M = 0.04  # release this far above a container region's site
@@ -116,11 +117,13 @@ class GoalResolver:
         wall = self._wall_at(cx, cy, side, float(hi[2]) - RIM_DEPTH_M, float(hi[1] - lo[1]))
         if wall is None:
             return None
-        above = np.array([cx, wall[0], float(hi[2]) + 0.02])
-        drop = self._ray(above, np.array([0.0, 0.0, -1.0]))
-        if drop is not None:
-            z = float(above[2]) - drop - RIM_DEPTH_M
-            wall = self._wall_at(cx, cy, side, z, float(hi[1] - lo[1])) or wall
+        # the rim's top on this side (lower than the object's top if it tilts): the highest corner
+        # of its collision geoms on that side, near the pinch
+        corners = self._corners(self.goal.obj)
+        near = corners[(side * (corners[:, 1] - cy) > 0) & (np.abs(corners[:, 0] - cx) < RIM_TOP_NEAR_X_M)]
+        if len(near):
+            top = float(near[:, 2].max())
+            wall = self._wall_at(cx, cy, side, top - RIM_DEPTH_M, float(hi[1] - lo[1])) or wall
         y_mid, thickness, z = wall
         return np.array([cx, y_mid, z]), thickness + FINGERS_CLOSED_M
 
@@ -172,6 +175,12 @@ class GoalResolver:
 
     def _bbox(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """World-frame box around the collision geoms of a body and its children."""
+        pts = self._corners(name)
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def _corners(self, name: str) -> np.ndarray:
+        """(n, 3) world-frame corners of the boxes around a body's (and its children's) collision
+        geoms; the body's position if it has none."""
         model, data = self.env.sim.model._model, self.env.sim.data._data
         body = self._body_id(name)
         bodies = {b for b in range(model.nbody) if _descends(model, b, body)}
@@ -185,10 +194,8 @@ class GoalResolver:
             local = aabb[:3] + signs * aabb[3:]
             corners.append(data.geom_xpos[g] + local @ rot.T)
         if not corners:
-            pos = np.array(data.xpos[body])
-            return pos, pos
-        pts = np.concatenate(corners)
-        return pts.min(axis=0), pts.max(axis=0)
+            return np.array(data.xpos[body]).reshape(1, 3)
+        return np.concatenate(corners)
 
     def object_quat_xyzw(self) -> np.ndarray:
         wxyz = np.array(self.env.sim.data.body_xquat[self._body_id(self.goal.obj)])
