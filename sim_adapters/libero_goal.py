@@ -19,7 +19,10 @@ import numpy as np
 MAX_GRASP_WIDTH_M = 0.07  # wider than this between the fingers (Panda opens 0.08): grasp the rim
 RIM_INSET_M = 0.008  # rim grasp point this far inside the object's outer edge
 GRASP_DEPTH_M = 0.012  # grasp this far below the object's top (or at half its height, if lower)
-RIM_WALL_M = 0.007  # what the fingers close on at a rim
+RIM_WALL_M = 0.007  # what the fingers read closed on a rim when its wall cannot be measured
+RIM_DEPTH_M = 0.02  # pinch a rim this far below its top (the pads reach 4 mm above the hand's site, 8 mm below)
+RIM_TOP_NEAR_X_M = 0.02  # a rim's top on the pinched side: its geoms' corners this close to the pinch in x
+FINGERS_CLOSED_M = 0.004  # the Panda finger reading closed on nothing (the pads meet): width = gap + this
 ON_CLEARANCE_M = 0.015  # release with the object's bottom this far above the target's top
 IN_CLEARANCE_M = 0.04  # release this far above a container region's site
 SUPPORTED = ("on", "in")
@@ -94,9 +97,68 @@ class GoalResolver:
         lo, hi = self._bbox(self.goal.obj)
         side_y = 1.0 if float(eef_world[1]) >= float((lo[1] + hi[1]) / 2) else -1.0
         grasp, self._width = grasp_point(lo, hi, side_y)
+        if self._width == RIM_WALL_M:
+            wall = self._rim_wall(lo, hi, side_y)
+            if wall is not None:
+                grasp, self._width = wall
         pos, rot = self._object_pose()
         self._grasp_local = rot.T @ (grasp - pos)
         self._grasp_above_bottom = grasp - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+
+    def _rim_wall(self, lo: np.ndarray, hi: np.ndarray, side_y: float) -> tuple[np.ndarray, float] | None:
+        """Where the fingers pinch a rim on the ``side_y`` side: the middle of the wall,
+        ``RIM_DEPTH_M`` below the rim's top on that side, and the finger reading there (the wall's
+        thickness + ``FINGERS_CLOSED_M``), found by casting rays at the object's collision geoms.
+        A bowl's wall flares (the bounding box's edge is its outer rim at the top, not where the
+        fingers close) and a bowl resting on something may tilt (its rim is lower on one side).
+        None if a ray misses."""
+        cx, cy = float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)
+        side = float(np.sign(side_y))
+        wall = self._wall_at(cx, cy, side, float(hi[2]) - RIM_DEPTH_M, float(hi[1] - lo[1]))
+        if wall is None:
+            return None
+        # the rim's top on this side (lower than the object's top if it tilts): the highest corner
+        # of its collision geoms on that side, near the pinch
+        corners = self._corners(self.goal.obj)
+        near = corners[(side * (corners[:, 1] - cy) > 0) & (np.abs(corners[:, 0] - cx) < RIM_TOP_NEAR_X_M)]
+        if len(near):
+            top = float(near[:, 2].max())
+            wall = self._wall_at(cx, cy, side, top - RIM_DEPTH_M, float(hi[1] - lo[1])) or wall
+        y_mid, thickness, z = wall
+        return np.array([cx, y_mid, z]), thickness + FINGERS_CLOSED_M
+
+    def _wall_at(
+        self, cx: float, cy: float, side: float, z: float, extent_y: float
+    ) -> tuple[float, float, float] | None:
+        """-> (y of the wall's middle, its thickness, z) along the line x = cx at height z."""
+        outside = np.array([cx, cy + side * (extent_y / 2 + 0.02), z])
+        inward = self._ray(outside, np.array([0.0, -side, 0.0]))
+        outward = self._ray(np.array([cx, cy, z]), np.array([0.0, side, 0.0]))
+        if inward is None or outward is None:
+            return None
+        y_outer, y_inner = float(outside[1]) - side * inward, cy + side * outward
+        return (y_outer + y_inner) / 2, abs(y_outer - y_inner), z
+
+    def _ray(self, start: np.ndarray, direction: np.ndarray) -> float | None:
+        """Distance from ``start`` along ``direction`` to the nearest collision geom of the object."""
+        import mujoco
+
+        model, data = self.env.sim.model._model, self.env.sim.data._data
+        body = self._body_id(self.goal.obj)
+        best = None
+        for g in range(model.ngeom):
+            if not _descends(model, int(model.geom_bodyid[g]), body):
+                continue
+            if model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
+                continue
+            if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH:
+                dist = mujoco.mj_rayMesh(model, data, g, start, direction)
+            else:
+                dist = mujoco.mju_rayGeom(data.geom_xpos[g], data.geom_xmat[g], model.geom_size[g], start, direction,
+                                          int(model.geom_type[g]))
+            if dist >= 0 and (best is None or dist < best):
+                best = float(dist)
+        return best
 
     def _object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         data = self.env.sim.data._data
@@ -113,6 +175,12 @@ class GoalResolver:
 
     def _bbox(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """World-frame box around the collision geoms of a body and its children."""
+        pts = self._corners(name)
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def _corners(self, name: str) -> np.ndarray:
+        """(n, 3) world-frame corners of the boxes around a body's (and its children's) collision
+        geoms; the body's position if it has none."""
         model, data = self.env.sim.model._model, self.env.sim.data._data
         body = self._body_id(name)
         bodies = {b for b in range(model.nbody) if _descends(model, b, body)}
@@ -126,10 +194,8 @@ class GoalResolver:
             local = aabb[:3] + signs * aabb[3:]
             corners.append(data.geom_xpos[g] + local @ rot.T)
         if not corners:
-            pos = np.array(data.xpos[body])
-            return pos, pos
-        pts = np.concatenate(corners)
-        return pts.min(axis=0), pts.max(axis=0)
+            return np.array(data.xpos[body]).reshape(1, 3)
+        return np.concatenate(corners)
 
     def object_quat_xyzw(self) -> np.ndarray:
         wxyz = np.array(self.env.sim.data.body_xquat[self._body_id(self.goal.obj)])
