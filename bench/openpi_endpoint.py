@@ -21,8 +21,6 @@ import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.lifecycle import StartStop
-from bench.processes import NULL_POLICY_KIND, ProcessFailed, ServerProcess, _ChildProcess, free_tcp_port
+from bench.processes import NULL_POLICY_KIND, ServerProcess, _ChildProcess, free_tcp_port
 from bench.stats import summarize
 from bridge.client import BridgeClient
 
@@ -49,19 +47,8 @@ class OpenpiProcess(_ChildProcess, StartStop):
 
     def start(self, ready_timeout_s: float = 60.0) -> OpenpiProcess:
         self._spawn()
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ProcessFailed(f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}")
-            time.sleep(0.2)
+        self._wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", ready_timeout_s, 0.2)
+        return self
 
 
 def _openpi_client(port: int) -> Any:

@@ -97,6 +97,22 @@ class _ChildProcess:
                 + _log_tail(self.log_path)
             )
 
+    def _wait_http_ok(self, url: str, ready_timeout_s: float, poll_s: float) -> None:
+        """Until GET ``url`` answers 200; ProcessFailed (and the process stopped) past the timeout."""
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ProcessFailed(f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}")
+            time.sleep(poll_s)
+
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
@@ -194,21 +210,8 @@ class HttpProcess(_ChildProcess, StartStop):
         return self.launch().wait_ready(ready_timeout_s)
 
     def wait_ready(self, ready_timeout_s: float = 60.0) -> HttpProcess:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(self.base_url + "/health", timeout=1.0) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ProcessFailed(
-                    f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}"
-                )
-            time.sleep(0.3)
+        self._wait_http_ok(self.base_url + "/health", ready_timeout_s, 0.3)
+        return self
 
 
 def http_companion_available() -> bool:
@@ -267,16 +270,5 @@ class OpenpiStyleServerProcess(_ChildProcess, StartStop):
         return self.launch().wait_ready(ready_timeout_s)
 
     def wait_ready(self, ready_timeout_s: float = 60.0) -> OpenpiStyleServerProcess:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ProcessFailed(f"{self.name} not healthy within {ready_timeout_s:.0f} s; log {self.log_path}")
-            time.sleep(0.2)
+        self._wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", ready_timeout_s, 0.2)
+        return self
