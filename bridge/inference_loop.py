@@ -113,6 +113,8 @@ class InferenceLoop:
         self.policy = self._new_policy()
         self._gen_active: dict[int, Work] = {}  # generation key -> admitted work (admitting or decoding)
         self._step: _StepInFlight | None = None  # the launched decode step (overlap), if any
+        # the generator's optional decode_step_done(), looked up once at load (None: it has none)
+        self._step_done_query: Callable[[], bool] | None = None
         self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
         self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
@@ -146,7 +148,7 @@ class InferenceLoop:
 
     def _overlap_enabled(self) -> bool:
         """``[scheduler] overlap`` and a generator that can launch a decode step (else plain decode_step())."""
-        generator = getattr(self, "_generator", None)
+        generator = self._generator
         return bool(
             self.config.scheduler.overlap
             and generator is not None
@@ -201,11 +203,12 @@ class InferenceLoop:
             generator.warmup()
             self._generator = generator
             self.state.vlm = LoadedModel("vlm", generator.info, generator.describe(), None, tuple(generator.skills()))
+            query = getattr(generator, "decode_step_done", None)
+            self._step_done_query = query if callable(query) else None
             self.policy.overlap = self._overlap_enabled()
             # a step is launched beside an act batch only where the loop can tell the launch is
             # asynchronous (decode_step_done() says "not yet" right after it); see _launch_step
-            self.policy.launch_beside_acts = self.policy.overlap and callable(
-                getattr(generator, "decode_step_done", None))
+            self.policy.launch_beside_acts = self.policy.overlap and self._step_done_query is not None
         for loaded in (self.state.policy, self.state.vlm):
             if loaded is not None and loaded.info.random_weights:
                 logger.warning(
@@ -287,7 +290,7 @@ class InferenceLoop:
             self.policy.charge(Decision(Unit.DECODE), time.perf_counter() - launched_s)
             return
         self._step = _StepInFlight(launched_s, rows)
-        query = getattr(generator, "decode_step_done", None)
+        query = self._step_done_query
         if query is not None and self.policy.launch_beside_acts and rows:
             try:
                 self._sync_launches = self._sync_launches + 1 if query() else 0
@@ -301,7 +304,7 @@ class InferenceLoop:
         """Whether the launched step can be finished without waiting. A generator without
         ``decode_step_done`` gets one act batch beside the step, then the step is finished."""
         assert self._step is not None
-        query = getattr(self._generator, "decode_step_done", None)
+        query = self._step_done_query
         if query is None:
             return self._step.acts > 0
         try:
@@ -318,7 +321,7 @@ class InferenceLoop:
         """Generation's turn with a step in flight: wait until it is done or new work arrives (an
         ``act`` arriving now may run beside the step: the policy decides at the next iteration)."""
         assert self._step is not None
-        if getattr(self._generator, "decode_step_done", None) is None:
+        if self._step_done_query is None:
             self._finish_step()  # nothing to wait on but the step itself
             return
         wake_s = self._step.launched_s + _STEP_WAKE_FRACTION * self._step_estimate_s
