@@ -15,13 +15,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from models.cuda_streams import model_stream, on_stream
 from models.interfaces import (
     GenerationEvent,
     GenerationRequest,
@@ -170,9 +171,7 @@ class MoondreamGenerator:
         self._rng = torch.Generator(device=model.device).manual_seed(seed)
         # generation (admission and decode steps) runs on its own normal-priority stream on CUDA,
         # so the VTLA's high-priority ``act`` stream is not queued behind it
-        self._stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
-        if self._stream is not None:  # the weights and cache were written on the default stream
-            self._stream.wait_stream(torch.cuda.current_stream(model.device))
+        self._stream = model_stream(model.device)
         with self._on_stream():
             self.decode = DecodeStep(
                 model.text, model.region, self.cache, decode_options or DecodeOptions(), self._rng
@@ -223,14 +222,9 @@ class MoondreamGenerator:
         """Which resize makes the crops: ``pyvips`` / ``pillow`` on the host, or ``device-bicubic``."""
         return RESIZE_DEVICE if self.admission.crop_resize == CROP_RESIZE_DEVICE else default_resize_backend()
 
-    @contextlib.contextmanager
-    def _on_stream(self) -> Iterator[None]:
+    def _on_stream(self) -> contextlib.AbstractContextManager[None]:
         """Device work of generation on the generation stream (CUDA); nothing on CPU."""
-        if self._stream is None:
-            yield
-            return
-        with torch.cuda.stream(self._stream):
-            yield
+        return on_stream(self._stream)
 
     def free_slots(self) -> int:
         return sum(1 for s in self._by_slot if s is None)

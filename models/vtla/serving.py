@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from models.cuda_streams import HIGHEST_STREAM_PRIORITY, model_stream, on_stream
 from models.interfaces import InputError, ModelInfo, Observation
 from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.vtla.checkpoint import build_model, load_checkpoint
@@ -32,9 +33,6 @@ DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # a forward runs at the smalle
 DEFAULT_SEQUENCE_BUCKET = 16  # decoder sequence length rounded up to a multiple of this
 TACTILE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 MAX_CHARS_PER_TOKEN = 16  # more characters than this per allowed token cannot fit
-# ``act``'s CUDA stream priority: lower is higher; torch maps values beyond the device's range to
-# its highest priority, so this asks for the highest there is
-HIGHEST_STREAM_PRIORITY = -(2**10)
 
 
 class VTLAPolicy:
@@ -73,11 +71,7 @@ class VTLAPolicy:
         self._source = source
         # ``act`` runs on a high-priority stream on CUDA: its kernels are scheduled ahead of a
         # Moondream step queued on the generation stream (normal priority)
-        self._stream = (
-            torch.cuda.Stream(device, priority=HIGHEST_STREAM_PRIORITY) if device.type == "cuda" else None
-        )
-        if self._stream is not None:  # the weights were written on the default stream
-            self._stream.wait_stream(torch.cuda.current_stream(device))
+        self._stream = model_stream(device, HIGHEST_STREAM_PRIORITY)
         self.text_width = -(-self.cfg.prompt.max_text_tokens // sequence_bucket) * sequence_bucket
         self.static: StaticForward | None = (
             StaticForward(model, model._core, self.text_width, cuda_graphs) if static_inputs else None
@@ -201,16 +195,11 @@ class VTLAPolicy:
         self.last_bucket = bucket
         return out
 
-    @contextlib.contextmanager
-    def _on_stream(self) -> Iterator[None]:
+    def _on_stream(self) -> contextlib.AbstractContextManager[None]:
         """Device work of ``act`` on its high-priority stream (CUDA); nothing on CPU. Every tensor of
         an ``act`` is made and used on that stream, and its result read back there, so no
         ``record_stream`` is needed; the stream waited for the default one once, after loading."""
-        if self._stream is None:
-            yield
-            return
-        with torch.cuda.stream(self._stream):
-            yield
+        return on_stream(self._stream)
 
     def sequence_lengths(self) -> list[int]:
         """Every decoder length (a multiple of the sequence bucket) a forward can run at."""
