@@ -197,6 +197,7 @@ class InferenceLoop:
         policy = self._load_policy(self.config.policy.spec(), device, dtype)
         policy.warmup()
         self._policy = policy
+        self.policy.set_bucket_of(self._bucket_of)
         self.state.policy = LoadedModel("policy", policy.info, policy.describe(), policy.stats())
         if self.config.vlm.enabled:
             generator = self._load_generator(self.config.vlm.spec(), device, dtype)
@@ -466,6 +467,14 @@ class InferenceLoop:
                 self.policy.acts.push_front(work)
         return grew
 
+    def _bucket_of(self, rows: int) -> int:
+        """The batch size a forward of ``rows`` rows runs at: the policy's own buckets (the VTLA's
+        ``bucket_for``), else the loop's padding (``[scheduler] pad_batches``), else ``rows``."""
+        own = getattr(self._policy, "bucket_for", None)
+        if callable(own):
+            return int(own(rows))
+        return bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
+
     def _forward(self, batch: list[Work]) -> None:
         assert self._policy is not None
         batch = [w for w in batch if not w.done]  # a cancel applied while stragglers were awaited
@@ -477,7 +486,7 @@ class InferenceLoop:
         # loop pads only for the others, so no batch is padded twice
         pads_itself = hasattr(self._policy, "last_bucket")
         loop_pads = self.config.scheduler.pad_batches and not pads_itself
-        bucket = bucket_size(rows, self.config.batching.max_batch) if loop_pads else rows
+        bucket = self._bucket_of(rows) if loop_pads else rows
         payloads = [w.payload for w in batch] + [batch[-1].payload] * (bucket - rows)  # padding rows
         try:
             actions = self._policy.act(payloads)[:rows]  # (B, H, action_dim)

@@ -22,8 +22,20 @@ each call returns one decision, and the loop charges the decision's measured tim
 * **Batch time budget** (``max_batch_ms`` > 0): a batch takes no more rows than the policy's
   measured forward times say fit in ``max_batch_ms`` — but always one row per waiting client —
   so one client's deep pipeline cannot make the batch that a polite client waits behind long.
-  Forward times are learnt per row count (moving average); an unmeasured size is assumed to
-  cost what the largest measured smaller size costs, so larger sizes get tried and learnt.
+  Forward times are learnt per bucket (moving average); an unmeasured bucket is assumed to
+  cost what the largest measured smaller one costs, so larger sizes get tried and learnt.
+* **Light clients first** (act batches): a client with one act waiting (a closed-loop
+  simulator) is *light*, one with a backlog (several acts queued) *heavy*. When both wait, the
+  batch takes every light client's act and adds heavy clients' rows only while the batch's
+  expected time stays within ``1 + LIGHT_BATCH_SLACK`` of the light rows' alone: on a cost curve
+  where rows are nearly free (launch-bound) they join, where every row costs (compute-bound) a
+  polite client's act does not run in a longer batch because of a flooder's backlog. A heavy
+  client skipped once counts as light in the next batch, so it waits at most one batch.
+* **Padded buckets** (``set_bucket_of``: the batch sizes a forward really runs at): forward
+  times are learnt per bucket, and a batch that would be padded far up (40 rows into a 64-row
+  bucket) takes the rows of a smaller bucket instead when the measured times say that serves
+  more rows per second (32 rows now, the rest first in the next batch); rows that are nearly
+  free keep the whole batch.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
   ``finish_decode_step``): a decode step is *launched* (in flight on the device's
   normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
@@ -46,6 +58,9 @@ from dataclasses import dataclass, field
 
 from bridge.work import ClientKey, Work
 from models.interfaces import ReadyWork
+
+LIGHT_BATCH_SLACK = 0.25  # heavy rows join a batch with light ones while it takes <= 1.25x the light rows' time
+PADDING_MIN_GAIN = 0.02  # a smaller bucket replaces the padded one only when it serves >= 2 % more rows/s
 
 
 class Unit(enum.Enum):
@@ -190,7 +205,9 @@ class SchedulingPolicy:
         # synchronously, e.g. on CPU, where it would only put a decode step in front of the act)
         self.launch_beside_acts = overlap
         self.max_batch_ms = max_batch_ms
-        self.forward_ms: dict[int, float] = {}  # rows -> moving average of the measured forward time
+        self.forward_ms: dict[int, float] = {}  # bucket (padded rows) -> moving average of the measured forward time
+        self._bucket_of: Callable[[int], int] = lambda rows: rows
+        self._skipped: set[ClientKey] = set()  # heavy clients left out of the last batch: light in the next
         self.acts = _ClientQueues()
         self.generation = _ClientQueues()  # waiting for a slot
         self.control: deque[Work] = deque()
@@ -200,6 +217,10 @@ class SchedulingPolicy:
 
     def set_batch_key(self, key: Callable[[Work], Hashable]) -> None:
         self._batch_key = key
+
+    def set_bucket_of(self, bucket_of: Callable[[int], int]) -> None:
+        """The batch size a forward of n rows runs at (padding); the identity by default."""
+        self._bucket_of = bucket_of
 
     def has_waiting(self) -> bool:
         return bool(self.acts or self.generation or self.control)
@@ -229,13 +250,59 @@ class SchedulingPolicy:
     def _act_batch(self) -> list[Work]:
         head = next(iter(self.acts.queues.values()))[0]
         key = self._batch_key(head)
-        return self.acts.take_round_robin(self.row_limit(), lambda work: self._batch_key(work) == key)
+
+        def same(work: Work) -> bool:
+            return self._batch_key(work) == key
+
+        limit = self.row_limit()
+        heads = {client: queue for client, queue in self.acts.queues.items() if same(queue[0])}
+        light = {c for c, q in heads.items() if len(q) == 1 or c in self._skipped}
+        if light and len(light) < len(heads):
+            taken = self.acts.take_round_robin(min(limit, len(light)), lambda w: w.client in light)
+            rows = self._rows_within_slack(len(taken), limit)
+            if rows > len(taken):
+                taken += self.acts.take_round_robin(rows - len(taken), same)
+        else:
+            taken = self.acts.take_round_robin(limit, same)
+        taken = self._cut_to_bucket(taken)
+        served = {w.client for w in taken}
+        self._skipped = {c for c in heads if c not in served and c not in light}
+        return taken
+
+    def _rows_within_slack(self, light_rows: int, limit: int) -> int:
+        """Rows a batch with ``light_rows`` light rows may grow to with heavy rows (LIGHT_BATCH_SLACK)."""
+        budget_ms = self.estimate_ms(light_rows) * (1.0 + LIGHT_BATCH_SLACK)
+        rows = light_rows
+        while rows < limit and self.estimate_ms(rows + 1) <= budget_ms:
+            rows += 1
+        return rows
+
+    def _cut_to_bucket(self, taken: list[Work]) -> list[Work]:
+        """The rows of a smaller bucket when, by the measured times, they serve more rows per second
+        than the whole batch padded up; the rows left out go back first in their clients' queues."""
+        n = len(taken)
+        whole_ms = self.forward_ms.get(self._bucket_of(n))
+        if n <= 1 or not whole_ms:
+            return taken
+        best, best_rate = n, n / whole_ms
+        for rows in range(1, n):
+            bucket = self._bucket_of(rows)
+            measured = self.forward_ms.get(bucket)
+            if bucket != rows or not measured:
+                continue
+            if rows / measured > best_rate * (1.0 + PADDING_MIN_GAIN):
+                best, best_rate = rows, rows / measured
+        for work in reversed(taken[best:]):
+            self.acts.push_front(work)
+        return taken[:best]
 
     def estimate_ms(self, rows: int) -> float:
-        """Expected forward time of ``rows`` rows: measured, else the largest measured smaller size."""
-        if rows in self.forward_ms:
-            return self.forward_ms[rows]
-        smaller = [n for n in self.forward_ms if n < rows]
+        """Expected forward time of ``rows`` rows: its bucket's measured time, else the largest
+        measured smaller bucket's (0 when nothing is measured yet)."""
+        bucket = self._bucket_of(rows)
+        if bucket in self.forward_ms:
+            return self.forward_ms[bucket]
+        smaller = [n for n in self.forward_ms if n < bucket]
         return self.forward_ms[max(smaller)] if smaller else 0.0
 
     def row_limit(self) -> int:
@@ -252,8 +319,9 @@ class SchedulingPolicy:
         """Account a decision's measured time to its class."""
         if decision.unit is Unit.ACT:
             self._act_vs_gen.charge(0, elapsed_s)
-            rows, ms = len(decision.batch), elapsed_s * 1000.0
-            self.forward_ms[rows] = ms if rows not in self.forward_ms else 0.8 * self.forward_ms[rows] + 0.2 * ms
+            bucket, ms = self._bucket_of(len(decision.batch)), elapsed_s * 1000.0
+            known = self.forward_ms.get(bucket)
+            self.forward_ms[bucket] = ms if known is None else 0.8 * known + 0.2 * ms
         elif decision.unit in (Unit.ADMISSION, Unit.DECODE):
             self._act_vs_gen.charge(1, elapsed_s)
             self._admission_vs_decode.charge(0 if decision.unit is Unit.ADMISSION else 1, elapsed_s)

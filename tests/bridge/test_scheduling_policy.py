@@ -138,3 +138,71 @@ def test_closed_loop_acts_keep_their_debt_across_a_momentary_idle() -> None:
     assert policy.schedule(ReadyWork()).unit is Unit.IDLE
     policy.acts.push(work(b"a", 0))
     assert policy.schedule(ReadyWork(decoding=1)).unit is Unit.ACT
+
+
+def linear_ms(bucket: int) -> float:
+    return 1.3 + 4.4 * bucket  # nano-2b-h200's curve: every row costs (compute-bound)
+
+
+def flat_ms(bucket: int) -> float:
+    return 5.0 + 0.02 * bucket  # launch-bound: rows nearly free
+
+
+def test_a_batch_padded_far_up_takes_a_smaller_buckets_rows_when_that_serves_more() -> None:
+    buckets = (1, 2, 4, 8, 16, 32, 64)
+    for curve, expected in ((linear_ms, 32), (flat_ms, 40)):
+        policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5)
+        policy.set_bucket_of(lambda n: bucket_size(n, 64))
+        policy.forward_ms.update({b: curve(b) for b in buckets})
+        clients = [bytes([c]) for c in range(40)]
+        for c in clients:
+            policy.acts.push(work(c, 0))
+        first = policy.schedule(ReadyWork()).batch
+        assert len(first) == expected, curve.__name__
+        if expected < 40:  # the rows left out lead the next batch, nothing lost or repeated
+            second = policy.schedule(ReadyWork()).batch
+            assert {w.client for w in second} == {(c,) for c in clients} - {w.client for w in first}
+            assert len(second) == 8
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5)
+    policy.set_bucket_of(lambda n: bucket_size(n, 64))
+    policy.charge(Decision(Unit.ACT, tuple(work(bytes([c]), 0) for c in range(33))), 0.28)
+    assert policy.forward_ms == {64: 280.0}  # learnt per bucket, not per row count
+
+
+def test_a_polite_act_does_not_run_in_a_longer_batch_because_of_a_flooders_backlog() -> None:
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=12.0)
+    policy.set_bucket_of(lambda n: bucket_size(n, 64))
+    policy.forward_ms.update({b: linear_ms(b) for b in (1, 2, 4, 8)})
+    for i in range(64):
+        policy.acts.push(work(b"flood", i))
+    assert len(policy.schedule(ReadyWork()).batch) == 2  # the flooder alone: 2 rows fit in 12 ms
+    policy.acts.push(work(b"polite", 0))
+    batch = policy.schedule(ReadyWork()).batch
+    assert [w.client for w in batch] == [(b"polite",)]  # a flooder row would make it 10.1 ms, not 5.7
+    following = policy.schedule(ReadyWork()).batch  # the flooder, skipped once, is served next
+    assert following and all(w.client == (b"flood",) for w in following)
+    # where rows are nearly free the flooder's rows do join the polite one
+    cheap = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=12.0)
+    cheap.set_bucket_of(lambda n: bucket_size(n, 64))
+    cheap.forward_ms.update({b: flat_ms(b) for b in (1, 2, 4, 8, 16, 32, 64)})
+    for i in range(64):
+        cheap.acts.push(work(b"flood", i))
+    cheap.acts.push(work(b"polite", 0))
+    mixed = cheap.schedule(ReadyWork()).batch
+    assert (b"polite",) in {w.client for w in mixed} and len(mixed) > 8
+
+
+def test_a_backlogged_client_waits_at_most_one_batch_behind_light_ones() -> None:
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5)
+    policy.set_bucket_of(lambda n: bucket_size(n, 64))
+    policy.forward_ms.update({b: linear_ms(b) for b in (1, 2, 4, 8, 16, 32, 64)})
+    served_flood = []
+    for round_ in range(20):  # 16 closed-loop clients always waiting, and one flooder
+        for c in range(16):
+            if not policy.acts.queues.get((bytes([c]),)):
+                policy.acts.push(work(bytes([c]), round_))
+        while len(policy.acts.queues.get((b"flood",), ())) < 8:
+            policy.acts.push(work(b"flood", round_))
+        batch = policy.schedule(ReadyWork()).batch
+        served_flood.append(any(w.client == (b"flood",) for w in batch))
+    assert all(a or b for a, b in zip(served_flood, served_flood[1:], strict=False)), served_flood
