@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Work
 from models.interfaces import ReadyWork
@@ -205,4 +207,4 @@ def test_a_backlogged_client_waits_at_most_one_batch_behind_light_ones() -> None
             policy.acts.push(work(b"flood", round_))
         batch = policy.schedule(ReadyWork()).batch
         served_flood.append(any(w.client == (b"flood",) for w in batch))
-    assert all(a or b for a, b in zip(served_flood, served_flood[1:], strict=False)), served_flood
+    assert all(a or b for a, b in itertools.pairwise(served_flood)), served_flood
