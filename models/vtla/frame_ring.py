@@ -107,8 +107,10 @@ class FrameRing:
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self.capacity = capacity
-        self._device = device
         self._cuda = device.type == "cuda"
+        if self._cuda and device.index is None:  # stage() runs on other threads, whose current device may differ
+            device = torch.device("cuda", torch.cuda.current_device())
+        self._device = device
         torch_dtype = torch.from_numpy(np.zeros(0, dtype=self.dtype)).dtype
         self._host = torch.empty((capacity, *self.shape), dtype=torch_dtype, pin_memory=self._cuda)
         self._host_rows = self._host.numpy()

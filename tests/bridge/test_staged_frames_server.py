@@ -98,3 +98,19 @@ def test_an_act_the_loop_refuses_gives_its_row_back(start_server: StartServer) -
         # and the server goes on serving staged acts
         client.act(image=make_image(size, size, seed=2))
     assert policy.staging_stats()["rings"]["primary"]["staged"] == staged_before + 2
+
+
+def test_an_act_that_expires_in_the_queue_gives_its_row_back(start_server: StartServer) -> None:
+    policy = tiny_policy()
+    server = start_server(policy=policy)
+    size = policy.cfg.vision.image_size
+    staged_before = ring(policy)["staged"]
+    with BridgeClient(server.endpoint, timeout_s=60) as client:
+        # deadline 0: staged when parsed, past its deadline by the time the loop looks at it
+        with pytest.raises(BridgeError) as raised:
+            client.act(image=make_image(size, size, seed=3), deadline_ms=0)
+        assert raised.value.code == "deadline_exceeded"
+        assert ring(policy)["staged"] == staged_before + 1
+        stats = wait_for_all_rows_free(policy)
+        assert stats["free_rows"] == stats["capacity"], stats
+    assert policy.staging_stats()["gathered"] == 1  # warm-up's only: the expired act never ran
