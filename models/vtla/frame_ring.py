@@ -9,7 +9,8 @@ dtype: the caller then keeps the frame on the old path). On CUDA each row lives 
 pinned host buffer and in a device tensor; ``stage`` copies the host row to the device row
 asynchronously on a dedicated upload stream and records a CUDA event. On CPU the host rows are
 the device rows (one copy). :meth:`FrameRing.gather` (on the loop thread) makes the current
-stream wait for the rows' upload events and returns ``rows[index]`` as a (B, *shape) tensor.
+stream wait for the rows' uploads (one event: the latest upload of the batch, since the upload
+stream runs its copies in order) and returns ``rows[index]`` as a (B, *shape) tensor.
 
 Rows and their reuse:
 
@@ -71,12 +72,13 @@ class FrameRingStats:
 class StagedFrame:
     """One frame held in a row of a :class:`FrameRing` until released (or garbage collected)."""
 
-    __slots__ = ("__weakref__", "_finalizer", "ready", "ring", "row")
+    __slots__ = ("__weakref__", "_finalizer", "ready", "ring", "row", "upload_order")
 
-    def __init__(self, ring: FrameRing, row: int, ready: torch.cuda.Event | None) -> None:
+    def __init__(self, ring: FrameRing, row: int, ready: torch.cuda.Event | None, upload_order: int) -> None:
         self.ring = ring
         self.row = row
         self.ready = ready  # CUDA: recorded on the upload stream after the row's copy; None on CPU
+        self.upload_order = upload_order  # CUDA: this copy's place on the upload stream (0 on CPU)
         self._finalizer = weakref.finalize(self, ring._free_row, row)
         self._finalizer.atexit = False
 
@@ -117,6 +119,8 @@ class FrameRing:
         self._rows = torch.empty_like(self._host, device=device) if self._cuda else self._host
         self._upload: torch.cuda.Stream | None = torch.cuda.Stream(device) if self._cuda else None
         self._uploaded: list[torch.cuda.Event | None] = [None] * capacity  # each row's last upload
+        self._upload_lock = threading.Lock()  # copies enter the upload stream in upload_order
+        self._uploads = 0
         self._read: list[torch.cuda.Event | None] = [None] * capacity  # each row's last gather
         self._lock = threading.RLock()
         self._free: list[int] = list(range(capacity - 1, -1, -1))  # a stack: pop() gives row 0 first
@@ -143,32 +147,35 @@ class FrameRing:
                 return None
             row = self._free.pop()
         try:
-            ready = self._copy_in(row, frame)
+            ready, order = self._copy_in(row, frame)
         except BaseException:
             self._free_row(row)
             raise
         with self._lock:
             self._staged += 1
-        return StagedFrame(self, row, ready)
+        return StagedFrame(self, row, ready, order)
 
-    def _copy_in(self, row: int, frame: np.ndarray) -> torch.cuda.Event | None:
-        """The row is this thread's (off the free list): no lock needed for its buffers."""
+    def _copy_in(self, row: int, frame: np.ndarray) -> tuple[torch.cuda.Event | None, int]:
+        """-> (the upload's event, its upload_order). The row is this thread's (off the free list):
+        its buffers need no lock."""
         if self._upload is None:
             np.copyto(self._host_rows[row], frame)
-            return None
+            return None, 0
         previous = self._uploaded[row]
         if previous is not None:
             previous.synchronize()  # the host row's last copy to the device has finished
         np.copyto(self._host_rows[row], frame)
-        with torch.cuda.device(self._device), torch.cuda.stream(self._upload):
+        ready = torch.cuda.Event()
+        with self._upload_lock, torch.cuda.device(self._device), torch.cuda.stream(self._upload):
             read = self._read[row]
             if read is not None:
                 self._upload.wait_event(read)  # the last gather of this row has read it
             self._rows[row].copy_(self._host[row], non_blocking=True)
-            ready = torch.cuda.Event()
             ready.record(self._upload)
+            self._uploads += 1
+            order = self._uploads
         self._uploaded[row] = ready
-        return ready
+        return ready, order
 
     def gather(self, staged: Sequence[StagedFrame]) -> torch.Tensor | None:
         """(B, *shape) on the device, row b = ``staged[b]``'s frame (a frame may repeat); None
@@ -187,8 +194,10 @@ class FrameRing:
             index = torch.tensor(rows, dtype=torch.int64)
             if self._cuda:
                 stream = torch.cuda.current_stream(self._device)
-                for ready in {id(f.ready): f.ready for f in staged if f.ready is not None}.values():
-                    stream.wait_event(ready)
+                # one stream, work in order: the latest upload's event covers all earlier ones
+                latest = max(staged, key=lambda f: f.upload_order).ready
+                if latest is not None:
+                    stream.wait_event(latest)
                 out = torch.index_select(self._rows, 0, index.to(self._device, non_blocking=True))
                 read = torch.cuda.Event()
                 read.record(stream)

@@ -140,3 +140,24 @@ def test_stage_frames_off_prepares_nothing() -> None:
 def test_frame_ring_rows_must_be_a_positive_integer(rows: object) -> None:
     with pytest.raises(ValueError, match="frame_ring_rows"):
         policy(frame_ring_rows=rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_staged_frames_from_other_threads_give_the_stacked_actions() -> None:
+    """CUDA: frames staged on other threads (as the server's I/O thread and decode workers do),
+    uploaded on the ring's stream, gathered on the act stream: the stacked path's actions, across
+    rounds that reuse the rings' rows (fp32, CUDA graphs on)."""
+    import concurrent.futures
+
+    gpu = load_policy(ModelSpec(kind="vtla", preset="tiny", options={"frame_ring_rows": 16}), "cuda", "float32")
+    gpu.warmup()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for round_ in range(6):
+            obs = observations(8, seed=100 + round_)
+            prepared = list(pool.map(gpu.prepare, obs))
+            before = gpu.staging_stats()
+            staged = gpu.act(prepared)
+            assert delta(gpu, before) == (8, 0)
+            assert max_diff(staged, gpu.act(obs)) <= STAGED_ATOL
+    assert free_rows(gpu) == 16
