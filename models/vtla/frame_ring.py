@@ -117,6 +117,8 @@ class FrameRing:
         self._host = torch.empty((capacity, *self.shape), dtype=torch_dtype, pin_memory=self._cuda)
         self._host_rows = self._host.numpy()
         self._rows = torch.empty_like(self._host, device=device) if self._cuda else self._host
+        # gathered as (capacity, row elements): one contiguous run per index (CPU: ~3x faster than 4-D)
+        self._flat_rows = self._rows.view(capacity, -1)
         self._upload: torch.cuda.Stream | None = torch.cuda.Stream(device) if self._cuda else None
         self._uploaded: list[torch.cuda.Event | None] = [None] * capacity  # each row's last upload
         self._upload_lock = threading.Lock()  # copies enter the upload stream in upload_order
@@ -198,11 +200,11 @@ class FrameRing:
                 latest = max(staged, key=lambda f: f.upload_order).ready
                 if latest is not None:
                     stream.wait_event(latest)
-                out = torch.index_select(self._rows, 0, index.to(self._device, non_blocking=True))
+                out = torch.index_select(self._flat_rows, 0, index.to(self._device, non_blocking=True))
                 read = torch.cuda.Event()
                 read.record(stream)
             else:
-                out = torch.index_select(self._rows, 0, index)  # a copy: the rows may be reused after
+                out = torch.index_select(self._flat_rows, 0, index)  # a copy: the rows may be reused after
         finally:
             with self._lock:
                 for row in set(rows):
@@ -214,7 +216,7 @@ class FrameRing:
                         self._free.append(row)
         with self._lock:
             self._gathered += len(rows)
-        return out
+        return out.view(len(rows), *self.shape)
 
     def _free_row(self, row: int) -> None:
         """A StagedFrame's finalizer (explicit release or garbage collection): runs once per frame."""
