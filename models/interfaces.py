@@ -49,6 +49,9 @@ class Observation:
 
     ``images`` maps a camera name to an (H, W, 3) uint8 RGB array. A request's single ``image``
     argument arrives under the model's first camera name (``describe()["cameras"][0]``).
+    ``staged`` maps a camera name to what the policy's optional ``prepare`` made of that frame
+    off the loop thread (the VTLA: a row of a frame ring); ``images`` keeps every frame, so a
+    policy can always fall back to it.
     """
 
     images: Mapping[str, np.ndarray]
@@ -57,10 +60,20 @@ class Observation:
     force_torque: np.ndarray | None = None  # (6,) float32
     proprio: np.ndarray | None = None  # (P,) float32
     session: str | None = None
+    staged: Mapping[str, object] = field(default_factory=dict)
 
 
 class ActPolicy(Protocol):
-    """A policy served by ``act``."""
+    """A policy served by ``act``.
+
+    Optional, not part of this protocol: ``prepare(obs) -> Observation``, run by the server on the
+    thread that parsed the request (the I/O thread, or a decode worker for JPEG/PNG), before the
+    loop validates it. It may copy the frames towards the device (filling ``Observation.staged``)
+    so that ``act`` does not; it must be thread-safe, must not run model work, and must leave the
+    observation valid for ``act`` whether or not anything was staged. What it holds must be given
+    back when the observation is dropped unanswered (cancelled, expired, refused): by garbage
+    collection, since the server does not tell the policy. The server looks it up once, at load.
+    """
 
     @property
     def info(self) -> ModelInfo: ...

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import threading
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from models.interfaces import InputError, ModelInfo, Observation
 from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
+from models.vtla.frame_ring import DEFAULT_FRAME_RING_ROWS, FrameRing, StagedFrame
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
 from models.vtla.normalization import ActionDenormalizer, io_entry, stats_payload
 from models.vtla.preprocess import HostStaging, images_to_pixels, padded_token_ids
@@ -50,12 +53,16 @@ class VTLAPolicy:
         compile_forward: bool = False,
         static_inputs: bool = True,
         cuda_graphs: bool = True,
+        stage_frames: bool = True,
+        frame_ring_rows: int = DEFAULT_FRAME_RING_ROWS,
     ) -> None:
         buckets = tuple(sorted({int(b) for b in batch_buckets}))
         if not buckets or buckets[0] < 1:
             raise ValueError(f"batch_buckets must be positive integers, got {list(batch_buckets)}")
         if sequence_bucket < 1:
             raise ValueError(f"sequence_bucket must be >= 1, got {sequence_bucket}")
+        if frame_ring_rows < 1:
+            raise ValueError(f"frame_ring_rows must be >= 1, got {frame_ring_rows}")
         self.batch_buckets = buckets
         self.last_bucket: int | None = None  # the padded batch size the last act() ran at
         model.sequence_bucket = sequence_bucket
@@ -68,6 +75,16 @@ class VTLAPolicy:
         self._prompts = PromptEncoder(tokenizer, self.cfg.prompt, self.cfg.text.vocab_size)
         self._denormalize = ActionDenormalizer(self.cfg.action, device)
         self._staging = HostStaging(device)
+        # per camera, the rows prepare() copies input-size frames into off the loop thread
+        s = self.cfg.vision.image_size
+        self._rings: dict[str, FrameRing] = (
+            {name: FrameRing((s, s, 3), np.uint8, device, frame_ring_rows) for name in self.cfg.cameras}
+            if stage_frames
+            else {}
+        )
+        self._frames_lock = threading.Lock()  # the two counters below: act (loop) and staging_stats (any)
+        self._frames_gathered = 0  # camera frames of real rows that act() took from a ring
+        self._frames_stacked = 0  # camera frames of real rows that act() stacked on its own thread
         self._source = source
         # ``act`` runs on a high-priority stream on CUDA: its kernels are scheduled ahead of a
         # Moondream step queued on the generation stream (normal priority)
@@ -108,6 +125,7 @@ class VTLAPolicy:
             "sequence_buckets": self.sequence_lengths(),
             "static_inputs": self.static is not None,
             "cuda_graphs": self.static is not None and self.static.use_graphs,
+            "stage_frames": bool(self._rings),
             "memory": self.memory.as_dict(),
             "random_weights": self._info.random_weights,
             "parameters": self._info.parameters,
@@ -117,6 +135,34 @@ class VTLAPolicy:
 
     def stats(self) -> dict[str, Any]:
         return stats_payload(self.cfg.action.normalization)
+
+    def staging_stats(self) -> dict[str, Any]:
+        """Which path camera frames took: ``gathered`` (staged by prepare(), taken from a ring) and
+        ``stacked`` (stacked by act() itself) count frames of real rows; ``rings``: each camera's
+        ring counters and free rows now (empty with ``stage_frames`` off)."""
+        with self._frames_lock:
+            gathered, stacked = self._frames_gathered, self._frames_stacked
+        return {
+            "gathered": gathered,
+            "stacked": stacked,
+            "rings": {name: ring.stats().as_dict() for name, ring in self._rings.items()},
+        }
+
+    # -- off the loop thread --------------------------------------------------------------
+
+    def prepare(self, obs: Observation) -> Observation:
+        """Stage each camera frame that is already the input size and uint8 into that camera's ring
+        (thread-safe; run by the server before validation). Other frames, and every frame when a
+        ring is full, stay for act() to stack. The rows are given back when act() is done with
+        them, or when the returned observation is garbage collected unanswered."""
+        staged: dict[str, StagedFrame] = {}
+        for name, ring in self._rings.items():
+            frame = obs.images.get(name)
+            if frame is not None:
+                row = ring.stage(frame)  # counted as refused_shape when not the input size/uint8
+                if row is not None:
+                    staged[name] = row
+        return dataclasses.replace(obs, staged=staged) if staged else obs
 
     # -- validation -----------------------------------------------------------------------
 
@@ -187,11 +233,19 @@ class VTLAPolicy:
             raise ValueError("act() needs at least one observation")
         bucket = self.bucket_for(len(batch))
         padded = list(batch) + [batch[-1]] * (bucket - len(batch))  # padding rows repeat a real one
-        with torch.inference_mode(), self._on_stream():
-            inputs = self._inputs(padded)
-            normalized = (self.static.run(inputs) if self.static is not None else self.model(inputs))[: len(batch)]
-            actions = self._denormalize(normalized)
-            out = actions.cpu().numpy().astype(np.float32, copy=False)  # waits for the act stream only
+        try:
+            with torch.inference_mode(), self._on_stream():
+                inputs = self._inputs(padded, real_rows=len(batch))
+                normalized = (self.static.run(inputs) if self.static is not None else self.model(inputs))[: len(batch)]
+                actions = self._denormalize(normalized)
+                out = actions.cpu().numpy().astype(np.float32, copy=False)  # waits for the act stream only
+        finally:
+            # the rows were read (the read-back above waited for the act stream; after a failure the
+            # ring's read events keep a reused row's upload behind this act's gather)
+            for obs in batch:
+                for frame in obs.staged.values():
+                    if isinstance(frame, StagedFrame):
+                        frame.release()
         self.last_bucket = bucket
         return out
 
@@ -223,7 +277,7 @@ class VTLAPolicy:
         obs = Observation(images={name: image for name in self.cfg.cameras})
         if self.cfg.proprio_dim:
             obs = Observation(images=obs.images, proprio=np.zeros(self.cfg.proprio_dim, dtype=np.float32))
-        self.act([obs])
+        self.act([self.prepare(obs)])  # through the frame rings, as a served request goes
         logger.info("VTLA warm-up done (batch 1, %dx%d)", s, s)
         if self.static is not None and self._device.type == "cuda":
             self.warm_all_shapes(obs)
@@ -244,15 +298,11 @@ class VTLAPolicy:
         logger.info("VTLA warm-up: %d shapes, %d CUDA graphs", count, self.static.graphs_captured)
         return count
 
-    def _inputs(self, batch: Sequence[Observation]) -> VTLAInputs:
+    def _inputs(self, batch: Sequence[Observation], real_rows: int | None = None) -> VTLAInputs:
         cfg, dt = self.cfg, self._dtype
-        pre, s = cfg.preprocess, cfg.vision.image_size
-        pixels = [
-            self._pixels(
-                [obs.images[name] for obs in batch], f"camera:{name}", s, pre.image_mean, pre.image_std, pre.resize_mode
-            )
-            for name in cfg.cameras
-        ]
+        s = cfg.vision.image_size
+        real = len(batch) if real_rows is None else real_rows
+        pixels = [self._camera_pixels(batch, name, real) for name in cfg.cameras]
         pixel_values = torch.stack(pixels, dim=1).reshape(-1, 3, s, s)  # (B*C, 3, S, S) sample-major
         prompts = [self._prompts.encode(self._prompts.resolve(obs.instruction)) for obs in batch]
         tactile_image = tactile_mask = None
@@ -293,6 +343,26 @@ class VTLAPolicy:
             tactile_image_mask=tactile_mask,
             force_torque_mask=ft_mask,
         )
+
+    def _camera_pixels(self, batch: Sequence[Observation], name: str, real_rows: int) -> torch.Tensor:
+        """One camera's (B, 3, S, S) pixels: gathered from its ring when every row's frame was staged
+        (one index_select on the device), else the frames stacked here."""
+        pre, s = self.cfg.preprocess, self.cfg.vision.image_size
+        raw: torch.Tensor | None = None
+        ring = self._rings.get(name)
+        if ring is not None:
+            staged = [frame for obs in batch if isinstance(frame := obs.staged.get(name), StagedFrame)]
+            if len(staged) == len(batch):
+                raw = ring.gather(staged)  # None when a frame was released already: stacked below
+        with self._frames_lock:
+            if raw is None:
+                self._frames_stacked += real_rows
+            else:
+                self._frames_gathered += real_rows
+        if raw is not None:
+            return images_to_pixels(raw, s, pre.image_mean, pre.image_std, pre.resize_mode, self._dtype)
+        frames = [obs.images[name] for obs in batch]
+        return self._pixels(frames, f"camera:{name}", s, pre.image_mean, pre.image_std, pre.resize_mode)
 
     def _pixels(
         self,
@@ -361,9 +431,14 @@ def _options(spec: ModelSpec) -> dict[str, Any]:
     """``[policy.options]``: ``batch_buckets`` (list of batch sizes), ``sequence_bucket`` (tokens),
     ``compile`` (torch.compile the forward), ``static_inputs`` (run every forward on reused buffers
     of its (batch bucket, length) shape, default true), ``cuda_graphs`` (CUDA: capture each shape
-    once and replay it, default true; needs ``static_inputs``)."""
+    once and replay it, default true; needs ``static_inputs``), ``stage_frames`` (copy input-size
+    camera frames into per-camera frame rings off the loop thread, default true) and
+    ``frame_ring_rows`` (rows per camera ring, default 256)."""
     options = dict(spec.options)
-    known = ("batch_buckets", "sequence_bucket", "compile", "static_inputs", "cuda_graphs")
+    known = (
+        "batch_buckets", "sequence_bucket", "compile", "static_inputs", "cuda_graphs", "stage_frames",
+        "frame_ring_rows",
+    )
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown [policy.options] for the VTLA: {unknown}; known: {', '.join(known)}")
@@ -374,9 +449,14 @@ def _options(spec: ModelSpec) -> dict[str, Any]:
         out["sequence_bucket"] = int(options["sequence_bucket"])
     if "compile" in options:
         out["compile_forward"] = bool(options["compile"])
-    for name in ("static_inputs", "cuda_graphs"):
+    for name in ("static_inputs", "cuda_graphs", "stage_frames"):
         if name in options:
             out[name] = bool(options[name])
+    if "frame_ring_rows" in options:
+        rows = options["frame_ring_rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"[policy.options] frame_ring_rows must be a positive integer, got {rows!r}")
+        out["frame_ring_rows"] = rows
     return out
 
 
