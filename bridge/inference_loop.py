@@ -32,7 +32,7 @@ from bridge.protocol import OP_ACT, OP_CANCEL, OP_RESET, ErrorCode, ProtocolErro
 from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Outbox, Work
 from models import model_kinds
-from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo, ReadyWork
+from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo, Observation, ReadyWork
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class InferenceLoop:
         self._step: _StepInFlight | None = None  # the launched decode step (overlap), if any
         # the generator's optional decode_step_done(), looked up once at load (None: it has none)
         self._step_done_query: Callable[[], bool] | None = None
+        # the policy's optional prepare(obs), run by the threads that parse acts (the VTLA stages frames)
+        self.act_prepare: Callable[[Observation], Observation] | None = None
         self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
         self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
@@ -196,6 +198,8 @@ class InferenceLoop:
             torch.cuda.set_device(device)
         policy = self._load_policy(self.config.policy.spec(), device, dtype)
         policy.warmup()
+        prepare = getattr(policy, "prepare", None)
+        self.act_prepare = prepare if callable(prepare) else None
         self._policy = policy
         self.policy.set_bucket_of(self._bucket_of)
         self.state.policy = LoadedModel("policy", policy.info, policy.describe(), policy.stats())

@@ -52,7 +52,6 @@ from bridge.protocol import (
 )
 from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
-from models.interfaces import ActPolicy, Observation
 from models.model_kinds import SIMULATED_KIND
 
 logger = logging.getLogger(__name__)
@@ -76,9 +75,7 @@ class InferenceServer:
         self._context = context or zmq.Context()
         self._own_context = context is None
         self.outbox = Outbox(config.server.frame_threshold_bytes)
-        # the policy's optional prepare(obs), looked up once when it is loaded (None: it has none)
-        self._act_prepare: Callable[[Observation], Observation] | None = None
-        self.loop = InferenceLoop(config, self.outbox, self._remembering_prepare(load_policy), load_generator)
+        self.loop = InferenceLoop(config, self.outbox, load_policy, load_generator)
         self._limits = ImageLimits(
             config.limits.max_image_width,
             config.limits.max_image_height,
@@ -374,18 +371,6 @@ class InferenceServer:
         if op in GENERATION_OPS and (state.vlm is None or op not in state.vlm.skills):
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, f"no model serving {op!r} is loaded")
 
-    def _remembering_prepare(self, load_policy: PolicyLoader) -> PolicyLoader:
-        """``load_policy`` that also keeps the loaded policy's optional ``prepare`` for the threads that
-        parse acts (the loop owns the policy; acts are refused until it has loaded and warmed up)."""
-
-        def load(*args: Any, **kwargs: Any) -> ActPolicy:
-            policy = load_policy(*args, **kwargs)
-            prepare = getattr(policy, "prepare", None)
-            self._act_prepare = prepare if callable(prepare) else None
-            return policy
-
-        return load
-
     def _prepare_and_submit(
         self, work: Work, args: Mapping[str, Any], key: int, submit: Callable[[Work], None] | None = None
     ) -> None:
@@ -398,7 +383,7 @@ class InferenceServer:
                 assert self.loop.state.policy is not None
                 cameras = self.loop.state.policy.description.get("cameras") or ["primary"]
                 obs = parse_act(args, cameras[0], self._limits, self.config.limits.max_instruction_chars)
-                prepare = self._act_prepare
+                prepare = self.loop.act_prepare
                 work.payload = prepare(obs) if prepare is not None else obs
             elif work.op == OP_RESET:
                 work.payload = parse_session(args)
