@@ -73,6 +73,41 @@ def measure_act(policy: Any, device: str, iters: int, batch: int, frame: np.ndar
         f"batch{batch}_ms": summarize(batched).as_dict(),
         f"throughput_obs_s_at_{batch}": batch / (p50_ms / 1000.0),
         "batched_vs_alone_max_abs": float(np.abs(alone - together).max()),
+        "staged": measure_staged_act(policy, device, max(3, iters // 10), batch),
+    }
+
+
+def measure_staged_act(policy: Any, device: str, iters: int, batch: int) -> dict[str, Any]:
+    """``act`` of ``batch`` input-size frames staged by ``prepare`` (as the server's parsing threads do)
+    against the same frames stacked on the calling thread: time of act alone and the actions' difference."""
+    from models.interfaces import Observation
+
+    prepare = getattr(policy, "prepare", None)
+    if not callable(prepare):
+        return {"skipped": "the policy has no prepare()"}
+    s = policy.cfg.vision.image_size
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(batch)]
+    plain = [Observation(images={policy.cfg.cameras[0]: f}) for f in frames]
+    stacked_ms, staged_ms = [], []
+    for _ in range(iters + 2):
+        staged = [prepare(o) for o in plain]  # rows are released by act: stage anew every time
+        _sync(device)
+        start = time.perf_counter()
+        staged_actions = policy.act(staged)
+        _sync(device)
+        staged_ms.append((time.perf_counter() - start) * 1000.0)
+        start = time.perf_counter()
+        stacked_actions = policy.act(plain)
+        _sync(device)
+        stacked_ms.append((time.perf_counter() - start) * 1000.0)
+    stats = policy.staging_stats() if callable(getattr(policy, "staging_stats", None)) else None
+    return {
+        "batch": batch,
+        "staged_ms": summarize(staged_ms[2:]).as_dict(),
+        "stacked_ms": summarize(stacked_ms[2:]).as_dict(),
+        "staged_vs_stacked_max_abs": float(np.abs(staged_actions - stacked_actions).max()),
+        "staging_stats": stats,
     }
 
 
