@@ -266,20 +266,24 @@ class InferenceLoop:
             if decision.launch_decode:
                 self._launch_step()
             start = time.perf_counter()
-            self._execute(decision)
+            model_s = self._execute(decision)
             elapsed_s = time.perf_counter() - start
             if decision.unit is Unit.ACT and self._step is not None:
                 self._step.overlapped_s += elapsed_s
                 self._step.acts += 1
-            self.policy.charge(decision, elapsed_s)
+            self.policy.charge(decision, model_s)
 
-    def _execute(self, decision: Decision) -> None:
+    def _execute(self, decision: Decision) -> float:
+        """Run the unit -> the seconds its model call took: what the policy is charged (the device's
+        time, not the replies' encoding and sending after it, which cost a decode step of 8 streams
+        about a fifth of its time here and an act batch a few per cent)."""
         if decision.unit is Unit.ACT:
-            self._forward(list(decision.batch))
-        elif decision.unit is Unit.ADMISSION:
-            self._generation_unit(admission=True)
-        elif decision.unit is Unit.DECODE:
-            self._generation_unit(admission=False)
+            return self._forward(list(decision.batch))
+        if decision.unit is Unit.ADMISSION:
+            return self._generation_unit(admission=True)
+        if decision.unit is Unit.DECODE:
+            return self._generation_unit(admission=False)
+        return 0.0
 
     # ------------------------------------------------------------------ a decode step in flight (overlap)
 
@@ -479,11 +483,12 @@ class InferenceLoop:
             return int(own(rows))
         return bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
 
-    def _forward(self, batch: list[Work]) -> None:
+    def _forward(self, batch: list[Work]) -> float:
+        """One act forward and its replies -> the seconds ``act()`` took."""
         assert self._policy is not None
         batch = [w for w in batch if not w.done]  # a cancel applied while stragglers were awaited
         if not batch:
-            return
+            return 0.0
         start = time.perf_counter()
         rows = len(batch)
         # a policy that pads to its own buckets (the VTLA: batch_buckets) reports last_bucket; the
@@ -499,7 +504,7 @@ class InferenceLoop:
         except Exception as exc:
             for work in batch:
                 self.outbox.fail(work, exc, f"policy forward (batch of {rows})")
-            return
+            return time.perf_counter() - start
         compute_ms = (time.perf_counter() - start) * 1000.0
         self.state.counters["act_batches"] += 1
         self.state.counters["act_requests"] += rows
@@ -507,6 +512,7 @@ class InferenceLoop:
             work.started_s, work.compute_ms, work.batch_size = start, compute_ms, rows
             work.bucket = bucket if (loop_pads or pads_itself) else 0
             self.outbox.success(work, {"actions": actions[i], "action": actions[i, 0]})
+        return compute_ms / 1000.0
 
     def _admit_waiting(self) -> None:
         generator = self._generator
@@ -524,7 +530,8 @@ class InferenceLoop:
                 continue
             self._gen_active[key] = work
 
-    def _generation_unit(self, admission: bool) -> None:
+    def _generation_unit(self, admission: bool) -> float:
+        """One admission unit or decode step and its events -> the seconds the generator call took."""
         generator = self._generator
         assert generator is not None
         start = time.perf_counter()
@@ -533,8 +540,10 @@ class InferenceLoop:
             events = generator.admission_unit() if admission else generator.decode_step()
         except Exception as exc:
             self._generation_failed(exc, "admission" if admission else f"decode step ({decoding} sequences)")
-            return
-        self._generation_done(events, admission, start, decoding, time.perf_counter())
+            return time.perf_counter() - start
+        end_s = time.perf_counter()
+        self._generation_done(events, admission, start, decoding, end_s)
+        return end_s - start
 
     def _generation_failed(self, exc: Exception, what: str) -> None:
         """The one error path of generation units: every active request fails, its slot is freed."""

@@ -5,7 +5,9 @@ per client, generation requests per client, control work) and what the generator
 each call returns one decision, and the loop charges the decision's measured time back.
 
 * **Control first**: ``reset`` and other control work runs before anything else.
-* **Budgets by loop time**: device time is shared by weighted fair queuing over *virtual time*
+* **Budgets by model time**: the time of the model calls (an act forward, an admission unit, a
+  decode step; not the replies' encoding and sending after them) is shared by weighted fair
+  queuing over *virtual time*
   (as in CFS/WFQ): act batches carry weight ``1 - vlm_min_share``, generation
   ``vlm_min_share``; inside generation, admission units carry ``admission_share`` and decode
   steps the rest. A class that has work and the smallest virtual time runs; ties go to acts.
