@@ -56,13 +56,16 @@ class EngineOptions:
     polite_rate_hz: float = 10.0
     warmup_s: float = 1.0
     duration_s: float = 4.0
+    # the p99 stages (control, fairness) measure longer: a 10 Hz client gives 40 samples in 4 s, so
+    # its "p99" was its largest sample or two and swung 1.2-2.5x between runs of the same code
+    latency_duration_s: float = 12.0
     max_batch: int = 64
     max_batch_ms: float = 12.0  # [scheduler] max_batch_ms: ~2 rows of nano-2b-h200 (5.7 ms at 1 row)
     overlap: tuple[bool, ...] = (False, True)  # [scheduler] overlap of the servers compared
 
     def quick(self) -> EngineOptions:
         return replace(self, clients=(1, 8, 64), caption_streams=(8,), saturating_clients=32, vanishing_clients=8,
-                       warmup_s=0.5, duration_s=1.5)
+                       warmup_s=0.5, duration_s=1.5, latency_duration_s=1.5)
 
 
 def _table(options: EngineOptions, overlap: bool) -> dict[str, Any]:
@@ -160,6 +163,7 @@ def _errors(results: list[GroupResult]) -> dict[str, int]:
 
 
 def _control(server: _Target, options: EngineOptions) -> dict[str, Any]:
+    options = replace(options, duration_s=options.latency_duration_s)
     control = {"kind": "act", "count": 1, "rate_hz": options.control_rate_hz}
     out: dict[str, Any] = {"rate_hz": options.control_rate_hz}
     for streams in (0, *options.caption_streams):
@@ -239,6 +243,7 @@ def _cancellation(server: _Target, options: EngineOptions) -> dict[str, Any]:
 
 
 def _fairness(server: _Target, options: EngineOptions) -> dict[str, Any]:
+    options = replace(options, duration_s=options.latency_duration_s)
     polite = {"kind": "act", "count": 1, "rate_hz": options.polite_rate_hz, "label": "polite"}
     alone = _acts(_run(server, options, polite))[0]
     flood = {"kind": "act", "count": 1, "depth": 64, "label": "flooder"}
@@ -246,12 +251,16 @@ def _fairness(server: _Target, options: EngineOptions) -> dict[str, Any]:
     polite_crowded, flooder = crowded["polite"], crowded["flooder"]
     alone_p99 = summarize(alone.latencies_ms).p99_ms
     crowded_p99 = summarize(polite_crowded.latencies_ms).p99_ms
+    alone_server, crowded_server = summarize(alone.server_ms), summarize(polite_crowded.server_ms)
     return {
         "polite_rate_hz": options.polite_rate_hz,
         "alone": summarize(alone.latencies_ms).as_dict(),
         "next_to_flooder": summarize(polite_crowded.latencies_ms).as_dict(),
+        "alone_server": alone_server.as_dict(),  # timing.server_ms: inside the server, no client-side noise
+        "next_to_flooder_server": crowded_server.as_dict(),
         "flooder_rps": flooder.completed / options.duration_s,
         "p99_ratio": ratio(crowded_p99, alone_p99),
+        "server_p99_ratio": ratio(crowded_server.p99_ms, alone_server.p99_ms),
     }
 
 

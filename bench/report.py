@@ -368,6 +368,12 @@ def _engine_stage_figures(result: Mapping[str, Any], suffix: str, judged_variant
             f"{_f(r)}x ({_f(fair['next_to_flooder'].get('p99_ms'), 1)} vs {_f(fair['alone'].get('p99_ms'), 1)} ms)",
             "<= 1.5x", _judge(r, r <= 1.5) if judged_variant else None, cmd,
         ))
+        if fair.get("server_p99_ratio") is not None:
+            figures.append(Figure(
+                "engine", f"polite client p99 inside the server (timing.server_ms), next to a flooder vs alone{suffix}",
+                f"{_f(float(fair['server_p99_ratio']))}x ({_f(fair['next_to_flooder_server'].get('p99_ms'), 1)} vs "
+                f"{_f(fair['alone_server'].get('p99_ms'), 1)} ms)", "—", None, cmd,
+            ))
     return figures
 
 
