@@ -75,6 +75,7 @@ class LoopState:
             "admission_units": 0,
             "decode_steps": 0,
             "decode_steps_overlapped": 0,  # decode steps an act batch ran beside (overlap)
+            "act_holds": 0,  # times the acts held for a periodic client's act due (anticipation)
             "generation_cancelled": 0,
         }
     )
@@ -252,8 +253,11 @@ class InferenceLoop:
                 self._finish_step()
                 continue
             ready = self._generator.ready() if self._generator is not None else ReadyWork()
-            decision = self.policy.schedule(ready, step_in_flight=self._step is not None)
+            decision = self.policy.schedule(ready, step_in_flight=self._step is not None, now_s=time.perf_counter())
             if decision.unit is Unit.IDLE:
+                if decision.hold_until_s is not None:  # acts hold for a periodic client due then
+                    self.state.counters["act_holds"] = self.policy.holds
+                    self._wait_inbox(max(0.0, decision.hold_until_s - time.perf_counter()))
                 continue
             if decision.unit is Unit.FINISH_DECODE:
                 self._await_step()
@@ -396,7 +400,7 @@ class InferenceLoop:
             except Exception as exc:
                 self.outbox.fail(work, exc, "validation")
                 return
-            self.policy.acts.push(work)
+            self.policy.add_act(work)
         elif work.op == OP_RESET:
             self.policy.control.append(work)
         else:

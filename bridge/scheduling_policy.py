@@ -38,6 +38,14 @@ each call returns one decision, and the loop charges the decision's measured tim
   bucket) takes the rows of a smaller bucket instead when the measured times say that serves
   more rows per second (32 rows now, the rest first in the next batch); rows that are nearly
   free keep the whole batch.
+* **Periodic clients anticipated** (act batches with no light row): a robot control loop sends
+  its acts on a period (10-50 Hz). When such a client is not waiting but its next act is due
+  before a heavy-only batch would end, the batch takes only the heavy rows that end before it
+  is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
+  backlog's batch in progress. A client counts as periodic after 4 arrivals whose spacing
+  varies by at most 5 % (or 1 ms); the acts hold until its act is due plus twice the measured
+  variation and 0.5 ms, and holding is capped at ANTICIPATION_SHARE of the time (a token bucket), so a
+  flood of periodic clients cannot idle the device. Generation runs during a hold if it has work.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
   ``finish_decode_step``): a decode step is *launched* (in flight on the device's
   normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
@@ -63,6 +71,12 @@ from models.interfaces import ReadyWork
 
 LIGHT_BATCH_SLACK = 0.25  # heavy rows join a batch with light ones while it takes <= 1.25x the light rows' time
 PADDING_MIN_GAIN = 0.02  # a smaller bucket replaces the padded one only when it serves >= 2 % more rows/s
+ANTICIPATION_SHARE = 0.1  # at most this share of the time is spent holding acts for a periodic client
+ANTICIPATION_CREDIT_CAP_S = 0.05  # the hold allowance banked at most
+PERIODIC_MIN_ARRIVALS = 4
+PERIODIC_MAX_PERIOD_S = 1.0
+PERIODIC_FORGET_S = 10.0  # a client silent this long is forgotten
+HOLD_MARGIN_S = 0.0005  # a hold lasts until the act is due + twice its variation + this
 
 
 class Unit(enum.Enum):
@@ -78,6 +92,42 @@ class Decision:
     unit: Unit
     batch: tuple[Work, ...] = ()  # ACT: the requests of one forward, in reply order
     launch_decode: bool = False  # ACT: launch a decode step first; the batch runs while it is in flight
+    hold_until_s: float | None = None  # IDLE: acts hold for a periodic client due then (perf_counter)
+
+
+@dataclass
+class _Arrivals:
+    """One client's act arrivals: moving averages of the spacing and of its variation."""
+
+    last_s: float
+    count: int = 1
+    period_s: float = 0.0
+    variation_s: float = 0.0
+
+    def add(self, at_s: float) -> None:
+        gap_s = at_s - self.last_s
+        if gap_s <= 0:
+            return
+        if self.count == 1:
+            self.period_s = gap_s
+        else:
+            self.variation_s = 0.8 * self.variation_s + 0.2 * abs(gap_s - self.period_s)
+            self.period_s = 0.8 * self.period_s + 0.2 * gap_s
+        self.last_s, self.count = at_s, self.count + 1
+
+    def tolerance_s(self) -> float:
+        return max(0.001, 0.05 * self.period_s)
+
+    def periodic(self) -> bool:
+        return (self.count >= PERIODIC_MIN_ARRIVALS and 0 < self.period_s <= PERIODIC_MAX_PERIOD_S
+                and self.variation_s <= self.tolerance_s())
+
+    def due_s(self) -> float:
+        return self.last_s + self.period_s
+
+    def hold_end_s(self) -> float:
+        """How long acts may hold for this client's next act: due + twice the variation + a margin."""
+        return self.due_s() + 2 * self.variation_s + HOLD_MARGIN_S
 
 
 class _FairPair:
@@ -210,6 +260,11 @@ class SchedulingPolicy:
         self.forward_ms: dict[int, float] = {}  # bucket (padded rows) -> moving average of the measured forward time
         self._bucket_of: Callable[[int], int] = lambda rows: rows
         self._skipped: set[ClientKey] = set()  # heavy clients left out of the last batch: light in the next
+        self._arrivals: dict[ClientKey, _Arrivals] = {}
+        self._hold_credit_s = ANTICIPATION_CREDIT_CAP_S
+        self._credit_at_s: float | None = None
+        self.holds = 0  # acts held for a periodic client (a counter tests and benchmarks read)
+        self._hold_until_s: float | None = None
         self.acts = _ClientQueues()
         self.generation = _ClientQueues()  # waiting for a slot
         self.control: deque[Work] = deque()
@@ -224,6 +279,18 @@ class SchedulingPolicy:
         """The batch size a forward of n rows runs at (padding); the identity by default."""
         self._bucket_of = bucket_of
 
+    def add_act(self, work: Work) -> None:
+        """A new act (its arrival, ``work.received_s``, feeds the client's periodicity)."""
+        arrivals = self._arrivals.get(work.client)
+        if arrivals is None:
+            if len(self._arrivals) > 4 * self.max_batch:
+                cutoff_s = work.received_s - PERIODIC_FORGET_S
+                self._arrivals = {c: a for c, a in self._arrivals.items() if a.last_s >= cutoff_s}
+            self._arrivals[work.client] = _Arrivals(work.received_s)
+        else:
+            arrivals.add(work.received_s)
+        self.acts.push(work)
+
     def has_waiting(self) -> bool:
         return bool(self.acts or self.generation or self.control)
 
@@ -231,25 +298,31 @@ class SchedulingPolicy:
         """Generation requests to admit into the free slots now (cheap: no device work)."""
         return self.generation.take_round_robin(free_slots, lambda work: True) if free_slots > 0 else []
 
-    def schedule(self, ready: ReadyWork, step_in_flight: bool = False) -> Decision:
+    def schedule(self, ready: ReadyWork, step_in_flight: bool = False, now_s: float | None = None) -> Decision:
         """The next device unit: an act batch, an admission unit, a decode step, or idle.
 
         With ``step_in_flight`` (a launched decode step not yet finished): an act batch to run
-        beside it, or FINISH_DECODE."""
+        beside it, or FINISH_DECODE. ``now_s`` (perf_counter) enables anticipating periodic clients."""
         if step_in_flight:
             if self._act_vs_gen.pick(bool(self.acts), True) == 0:
-                return Decision(Unit.ACT, tuple(self._act_batch()))
+                batch = self._act_batch(now_s)
+                return Decision(Unit.ACT, tuple(batch)) if batch else Decision(Unit.FINISH_DECODE)
             return Decision(Unit.FINISH_DECODE)
         choice = self._act_vs_gen.pick(bool(self.acts), ready.any)
         if choice is None:
             return Decision(Unit.IDLE)
         if choice == 0:
-            launch = self.overlap and self.launch_beside_acts and ready.decoding > 0
-            return Decision(Unit.ACT, tuple(self._act_batch()), launch_decode=launch)
+            batch = self._act_batch(now_s)
+            if batch:
+                launch = self.overlap and self.launch_beside_acts and ready.decoding > 0
+                return Decision(Unit.ACT, tuple(batch), launch_decode=launch)
+            if not ready.any:  # holding for a periodic client, nothing else to do meanwhile
+                return Decision(Unit.IDLE, hold_until_s=self._hold_until_s)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
 
-    def _act_batch(self) -> list[Work]:
+    def _act_batch(self, now_s: float | None = None) -> list[Work]:
+        """The next act batch; empty when the acts hold for a periodic client (``_hold_until_s``)."""
         head = next(iter(self.acts.queues.values()))[0]
         key = self._batch_key(head)
 
@@ -259,6 +332,11 @@ class SchedulingPolicy:
         limit = self.row_limit()
         heads = {client: queue for client, queue in self.acts.queues.items() if same(queue[0])}
         light = {c for c, q in heads.items() if len(q) == 1 or c in self._skipped}
+        if now_s is not None and not any(len(q) == 1 for q in heads.values()):  # backlogs only
+            limit = self._rows_before_periodic(limit, now_s)
+            if limit == 0:
+                return []
+        self._hold_until_s = None  # a batch is formed: no hold in force
         if light and len(light) < len(heads):
             taken = self.acts.take_round_robin(min(limit, len(light)), lambda w: w.client in light)
             rows = self._rows_within_slack(len(taken), limit)
@@ -270,6 +348,39 @@ class SchedulingPolicy:
         served = {w.client for w in taken}
         self._skipped = {c for c in heads if c not in served and c not in light}
         return taken
+
+    def _rows_before_periodic(self, limit: int, now_s: float) -> int:
+        """Rows of a heavy-only batch that end before a periodic client's next act is due (``limit``
+        when none is due during the batch); 0: hold for it (``_hold_until_s`` set, credit spent)."""
+        if self._credit_at_s is not None:
+            self._hold_credit_s = min(ANTICIPATION_CREDIT_CAP_S,
+                                      self._hold_credit_s + ANTICIPATION_SHARE * (now_s - self._credit_at_s))
+        self._credit_at_s = now_s
+        if self._hold_until_s is not None:
+            if now_s < self._hold_until_s:
+                return 0  # still holding (the client it holds for would be waiting, light, if it had come)
+            self._hold_until_s = None
+        batch_ms = self.estimate_ms(limit)
+        if batch_ms <= 0:
+            return limit
+        due = [a for c, a in self._arrivals.items() if c not in self.acts.queues and a.periodic()]
+        soon = [a for a in due if a.due_s() - now_s < batch_ms / 1000.0 and now_s < a.hold_end_s()]
+        if not soon:
+            return limit
+        first = min(soon, key=lambda a: a.due_s())
+        gap_ms = (first.due_s() - now_s) * 1000.0
+        rows = 0
+        while rows < limit and self.estimate_ms(rows + 1) <= gap_ms:
+            rows += 1
+        if rows > 0:
+            return rows
+        hold_until_s = first.hold_end_s()
+        if hold_until_s - now_s > self._hold_credit_s:
+            return limit  # the hold allowance is spent: no anticipation now
+        self._hold_credit_s -= hold_until_s - now_s
+        self._hold_until_s = hold_until_s
+        self.holds += 1
+        return 0
 
     def _rows_within_slack(self, light_rows: int, limit: int) -> int:
         """Rows a batch with ``light_rows`` light rows may grow to with heavy rows (LIGHT_BATCH_SLACK)."""

@@ -208,3 +208,73 @@ def test_a_backlogged_client_waits_at_most_one_batch_behind_light_ones() -> None
         batch = policy.schedule(ReadyWork()).batch
         served_flood.append(any(w.client == (b"flood",) for w in batch))
     assert all(a or b for a, b in itertools.pairwise(served_flood)), served_flood
+
+
+def arriving(client: bytes, rid: int, at_s: float) -> Work:
+    return Work([client], (client,), rid, "act", at_s, None)
+
+
+def anticipating_policy() -> SchedulingPolicy:
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=12.0)
+    policy.set_bucket_of(lambda n: bucket_size(n, 64))
+    policy.forward_ms.update({b: linear_ms(b) for b in (1, 2, 4, 8)})  # 1 row 5.7 ms, 2 rows 10.1 ms
+    return policy
+
+
+def test_a_periodic_client_is_anticipated_when_its_act_is_due_during_a_flooders_batch() -> None:
+    policy = anticipating_policy()
+    for i in range(5):  # a 10 Hz client, served each time
+        policy.add_act(arriving(b"polite", i, i * 0.1))
+        assert [w.client for w in policy.schedule(ReadyWork(), now_s=i * 0.1).batch] == [(b"polite",)]
+    for i in range(64):
+        policy.add_act(arriving(b"flood", i, 0.41))
+    # due at 0.5 s: at 0.45 s the flooder's 2-row batch (10.1 ms) ends long before it
+    assert len(policy.schedule(ReadyWork(), now_s=0.45).batch) == 2
+    # at 0.492 s (8 ms before): only 1 row (5.7 ms) ends before it is due
+    assert len(policy.schedule(ReadyWork(), now_s=0.492).batch) == 1
+    # at 0.497 s not even one row fits: the acts hold until it is due (+ twice its variation)
+    held = policy.schedule(ReadyWork(), now_s=0.497)
+    assert held.unit is Unit.IDLE and held.hold_until_s is not None and 0.5 <= held.hold_until_s < 0.5025
+    assert policy.holds == 1
+    generation = policy.schedule(ReadyWork(decoding=2), now_s=0.498)  # still holding: generation may run
+    assert generation.unit is Unit.DECODE
+    policy.add_act(arriving(b"polite", 5, 0.5))  # it comes: it runs next, alone
+    assert [w.client for w in policy.schedule(ReadyWork(), now_s=0.5).batch] == [(b"polite",)]
+    # it does not come next time: after the hold the flooder runs
+    assert policy.schedule(ReadyWork(), now_s=0.597).unit is Unit.IDLE
+    late = policy.schedule(ReadyWork(), now_s=0.603)
+    assert late.unit is Unit.ACT and len(late.batch) == 2
+
+
+def test_an_irregular_client_is_not_anticipated_and_holding_is_capped() -> None:
+    policy = anticipating_policy()
+    for i, at in enumerate((0.0, 0.1, 0.13, 0.3, 0.31)):  # no steady period
+        policy.add_act(arriving(b"jittery", i, at))
+        policy.schedule(ReadyWork(), now_s=at)
+    for i in range(64):
+        policy.add_act(arriving(b"flood", i, 0.32))
+    assert len(policy.schedule(ReadyWork(), now_s=0.33).batch) == 2
+    # many periodic clients due all the time cannot idle the device beyond ANTICIPATION_SHARE
+    crowd = anticipating_policy()
+    clients = [bytes([c]) for c in range(20)]
+    for i in range(5):
+        for c, client in enumerate(clients):  # 20 clients at 10 Hz, due 5 ms apart
+            at = i * 0.1 + c * 0.005
+            crowd.add_act(arriving(client, i, at))
+            crowd.schedule(ReadyWork(), now_s=at)
+    for i in range(200):
+        crowd.add_act(arriving(b"flood", i, 0.5))
+    now, held_s = 0.5, 0.0
+    while now < 1.5:
+        decision = crowd.schedule(ReadyWork(), now_s=now)
+        if decision.unit is Unit.IDLE:
+            assert decision.hold_until_s is not None
+            held_s += decision.hold_until_s - now
+            now = decision.hold_until_s
+        else:
+            now += crowd.estimate_ms(len(decision.batch)) / 1000.0
+        if len(crowd.acts) < 10:
+            for i in range(64):
+                crowd.add_act(arriving(b"flood", 1000 + i, now))
+    assert crowd.holds > 0
+    assert held_s <= 0.1 * 1.0 + 0.05 + 1e-9, held_s  # the share plus the banked allowance
