@@ -44,8 +44,9 @@ each call returns one decision, and the loop charges the decision's measured tim
   is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
   backlog's batch in progress. A client counts as periodic after 4 arrivals whose spacing
   varies by at most 5 % (or 1 ms); the acts hold until its act is due plus twice the measured
-  variation and 0.5 ms, and holding is capped at ANTICIPATION_SHARE of the time (a token bucket), so a
-  flood of periodic clients cannot idle the device. Generation runs during a hold if it has work.
+  variation and 0.5 ms (later than that, but within its tolerance, batches take one row), and
+  holding is capped at ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic
+  clients cannot idle the device. Generation runs during a hold if it has work.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
   ``finish_decode_step``): a decode step is *launched* (in flight on the device's
   normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
@@ -366,7 +367,9 @@ class SchedulingPolicy:
         due = [a for c, a in self._arrivals.items() if c not in self.acts.queues and a.periodic()]
         soon = [a for a in due if a.due_s() - now_s < batch_ms / 1000.0 and now_s < a.hold_end_s()]
         if not soon:
-            return limit
+            # late past its hold but within its tolerance: the smallest batch, so it waits at most one row
+            late = any(a.hold_end_s() <= now_s < a.due_s() + a.tolerance_s() for a in due)
+            return 1 if late else limit
         first = min(soon, key=lambda a: a.due_s())
         gap_ms = (first.due_s() - now_s) * 1000.0
         rows = 0
