@@ -43,8 +43,8 @@ each call returns one decision, and the loop charges the decision's measured tim
   before a heavy-only batch would end, the batch takes only the heavy rows that end before it
   is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
   backlog's batch in progress. A client counts as periodic after 4 arrivals whose spacing
-  varies by at most 5 % (or 1 ms); the acts hold until its act is due plus twice the measured
-  variation and 0.5 ms (later than that, but within its tolerance, batches take one row), and
+  varies by at most 5 % (or 1 ms); the acts hold until its act is due plus four times the
+  measured variation (its mean deviation; ~99 % of arrivals come within it) and 1 ms (later than that, but within its tolerance, batches take one row), and
   holding is capped at ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic
   clients cannot idle the device. Generation runs during a hold if it has work.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
@@ -77,7 +77,8 @@ ANTICIPATION_CREDIT_CAP_S = 0.05  # the hold allowance banked at most
 PERIODIC_MIN_ARRIVALS = 4
 PERIODIC_MAX_PERIOD_S = 1.0
 PERIODIC_FORGET_S = 10.0  # a client silent this long is forgotten
-HOLD_MARGIN_S = 0.0005  # a hold lasts until the act is due + twice its variation + this
+HOLD_VARIATIONS = 4.0  # a hold lasts until the act is due + this many times its variation + HOLD_MARGIN_S
+HOLD_MARGIN_S = 0.001
 
 
 class Unit(enum.Enum):
@@ -127,8 +128,8 @@ class _Arrivals:
         return self.last_s + self.period_s
 
     def hold_end_s(self) -> float:
-        """How long acts may hold for this client's next act: due + twice the variation + a margin."""
-        return self.due_s() + 2 * self.variation_s + HOLD_MARGIN_S
+        """How long acts may hold for this client's next act (a hold ends earlier when it comes)."""
+        return self.due_s() + HOLD_VARIATIONS * self.variation_s + HOLD_MARGIN_S
 
 
 class _FairPair:
