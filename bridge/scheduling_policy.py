@@ -43,10 +43,11 @@ each call returns one decision, and the loop charges the decision's measured tim
   before a heavy-only batch would end, the batch takes only the heavy rows that end before it
   is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
   backlog's batch in progress. A client counts as periodic after 4 arrivals whose spacing
-  varies by at most 5 % (or 1 ms); the acts hold until its act is due plus four times the
-  measured variation (its mean deviation; ~99 % of arrivals come within it) and 1 ms (later than that, but within its tolerance, batches take one row), and
-  holding is capped at ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic
-  clients cannot idle the device. Generation runs during a hold if it has work.
+  varies by at most 5 % (or 1 ms). A hold lasts until the act is due plus four times the
+  measured variation (its mean deviation) and 1 ms, and ends when the act comes; later than
+  that, but within its tolerance, batches take one row. Holding is capped at
+  ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic clients cannot idle
+  the device. Generation runs during a hold if it has work.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
   ``finish_decode_step``): a decode step is *launched* (in flight on the device's
   normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
