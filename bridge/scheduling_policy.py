@@ -373,10 +373,7 @@ class SchedulingPolicy:
             late = any(a.hold_end_s() <= now_s < a.due_s() + a.tolerance_s() for a in due)
             return 1 if late else limit
         first = min(soon, key=lambda a: a.due_s())
-        gap_ms = (first.due_s() - now_s) * 1000.0
-        rows = 0
-        while rows < limit and self.estimate_ms(rows + 1) <= gap_ms:
-            rows += 1
+        rows = self._rows_fitting(0, limit, (first.due_s() - now_s) * 1000.0)
         if rows > 0:
             return rows
         hold_until_s = first.hold_end_s()
@@ -389,8 +386,10 @@ class SchedulingPolicy:
 
     def _rows_within_slack(self, light_rows: int, limit: int) -> int:
         """Rows a batch with ``light_rows`` light rows may grow to with heavy rows (LIGHT_BATCH_SLACK)."""
-        budget_ms = self.estimate_ms(light_rows) * (1.0 + LIGHT_BATCH_SLACK)
-        rows = light_rows
+        return self._rows_fitting(light_rows, limit, self.estimate_ms(light_rows) * (1.0 + LIGHT_BATCH_SLACK))
+
+    def _rows_fitting(self, rows: int, limit: int, budget_ms: float) -> int:
+        """``rows`` grown, up to ``limit``, while the expected forward time stays within ``budget_ms``."""
         while rows < limit and self.estimate_ms(rows + 1) <= budget_ms:
             rows += 1
         return rows
@@ -403,13 +402,9 @@ class SchedulingPolicy:
         if n <= 1 or not whole_ms:
             return taken
         best, best_rate = n, n / whole_ms
-        for rows in range(1, n):
-            bucket = self._bucket_of(rows)
-            measured = self.forward_ms.get(bucket)
-            if bucket != rows or not measured:
-                continue
-            if rows / measured > best_rate * (1.0 + PADDING_MIN_GAIN):
-                best, best_rate = rows, rows / measured
+        for bucket, measured in self.forward_ms.items():  # keys are buckets: a full one pads nothing
+            if bucket < n and measured > 0 and bucket / measured > best_rate * (1.0 + PADDING_MIN_GAIN):
+                best, best_rate = bucket, bucket / measured
         for work in reversed(taken[best:]):
             self.acts.push_front(work)
         return taken[:best]
@@ -428,10 +423,7 @@ class SchedulingPolicy:
         if self.max_batch_ms <= 0:
             return self.max_batch
         floor = min(self.max_batch, len(self.acts.queues))  # one row per waiting client, always
-        rows = floor
-        while rows < self.max_batch and self.estimate_ms(rows + 1) <= self.max_batch_ms:
-            rows += 1
-        return max(1, rows)
+        return max(1, self._rows_fitting(floor, self.max_batch, self.max_batch_ms))
 
     def charge(self, decision: Decision, elapsed_s: float) -> None:
         """Account a decision's measured time to its class."""
