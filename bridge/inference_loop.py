@@ -118,6 +118,10 @@ class InferenceLoop:
         self._step_done_query: Callable[[], bool] | None = None
         # the policy's optional prepare(obs), run by the threads that parse acts (the VTLA stages frames)
         self.act_prepare: Callable[[Observation], Observation] | None = None
+        # padding, resolved once at load: a policy that pads to its own buckets (the VTLA's bucket_for
+        # and last_bucket) is never padded by the loop as well
+        self._pads_itself = False
+        self._bucket_of: Callable[[int], int] = lambda rows: rows
         self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
         self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
@@ -202,6 +206,8 @@ class InferenceLoop:
         prepare = getattr(policy, "prepare", None)
         self.act_prepare = prepare if callable(prepare) else None
         self._policy = policy
+        self._pads_itself = hasattr(policy, "last_bucket")
+        self._bucket_of = self._bucket_function(policy)
         self.policy.set_bucket_of(self._bucket_of)
         self.state.policy = LoadedModel("policy", policy.info, policy.describe(), policy.stats())
         if self.config.vlm.enabled:
@@ -479,13 +485,16 @@ class InferenceLoop:
                 self.policy.acts.push_front(work)
         return grew
 
-    def _bucket_of(self, rows: int) -> int:
-        """The batch size a forward of ``rows`` rows runs at: the policy's own buckets (the VTLA's
+    def _bucket_function(self, policy: ActPolicy) -> Callable[[int], int]:
+        """rows -> the batch size a forward runs at: the policy's own buckets (the VTLA's
         ``bucket_for``), else the loop's padding (``[scheduler] pad_batches``), else ``rows``."""
-        own = getattr(self._policy, "bucket_for", None)
+        own = getattr(policy, "bucket_for", None)
         if callable(own):
-            return int(own(rows))
-        return bucket_size(rows, self.config.batching.max_batch) if self.config.scheduler.pad_batches else rows
+            return lambda rows: int(own(rows))
+        if self.config.scheduler.pad_batches:
+            max_batch = self.config.batching.max_batch
+            return lambda rows: bucket_size(rows, max_batch)
+        return lambda rows: rows
 
     def _forward(self, batch: list[Work]) -> float:
         """One act forward and its replies -> the seconds ``act()`` took."""
@@ -495,9 +504,7 @@ class InferenceLoop:
             return 0.0
         start = time.perf_counter()
         rows = len(batch)
-        # a policy that pads to its own buckets (the VTLA: batch_buckets) reports last_bucket; the
-        # loop pads only for the others, so no batch is padded twice
-        pads_itself = hasattr(self._policy, "last_bucket")
+        pads_itself = self._pads_itself  # it reports last_bucket; the loop pads only the others
         loop_pads = self.config.scheduler.pad_batches and not pads_itself
         bucket = self._bucket_of(rows) if loop_pads else rows
         payloads = [w.payload for w in batch] + [batch[-1].payload] * (bucket - rows)  # padding rows
