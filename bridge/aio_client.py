@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
+from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES, SEND_COPY_MAX_BYTES
 from bridge.curve_keys import CurveClientKeys
 from bridge.endpoints import AsyncEndpointRouter, PoolPolicy, endpoint_list
 from bridge.errors import BridgeError, BridgeTimeout
@@ -153,6 +153,7 @@ class AsyncBridgeClient(OpSurface):
         if self._socket is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.copy_threshold = SEND_COPY_MAX_BYTES
             if self.routing_id is not None:
                 sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
             if self.curve is not None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES
+from bridge.codec import DEFAULT_FRAME_THRESHOLD_BYTES, SEND_COPY_MAX_BYTES
 from bridge.curve_keys import CurveClientKeys
 from bridge.endpoints import EndpointRouter, PoolPolicy, endpoint_list
 from bridge.errors import BridgeTimeout
@@ -120,6 +120,7 @@ class BridgeClient(OpSurface):
     def _connect(self) -> zmq.Socket[Any]:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.copy_threshold = SEND_COPY_MAX_BYTES
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.endpoint)

@@ -28,7 +28,7 @@ import zmq
 
 import bridge
 from bridge.admission import Admission, AdmissionLimits
-from bridge.codec import Buffer, HeaderError, decode_header, encode_message
+from bridge.codec import SEND_COPY_MAX_BYTES, Buffer, HeaderError, decode_header, encode_message
 from bridge.config import BridgeConfig
 from bridge.curve_keys import CurveGuard, CurveServerKeys
 from bridge.decode_pool import FairDecodePool
@@ -160,6 +160,7 @@ class InferenceServer:
             if self._curve is not None:
                 self._curve.apply(sock)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.copy_threshold = SEND_COPY_MAX_BYTES
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.server.max_message_bytes * _HARD_FRAME_FACTOR)
             sock.bind(self.config.server.bind)
