@@ -86,6 +86,19 @@ def transport_figures(result: Mapping[str, Any]) -> list[Figure]:
                     cmd,
                 )
             )
+        if "bridge_flat" in size and "zmq_echo_flat" in size:  # like for like: the floor after the same pause
+            echo_flat, bridge_flat = _p50(size["zmq_echo_flat"], "overhead"), _p50(size["bridge_flat"], "overhead")
+            r = size.get("ratios", {}).get("bridge_flat_overhead_vs_echo_flat", math.nan)
+            figures.append(
+                Figure(
+                    "transport",
+                    f"{label}: bridge, flat-cost policy: overhead p50 (x echo pausing as long)",
+                    f"{_f(bridge_flat, 3, ' ms')} vs {_f(echo_flat, 3, ' ms')} ({_f(r, 2, 'x')})",
+                    "<= 1.3x echo" if judged else "—",
+                    _judge(r, r <= 1.3) if judged else None,
+                    cmd,
+                )
+            )
         if "openpi_flat" in pending:
             figures.append(Figure("transport", f"{label}: bridge vs openpi server, flat-cost policy: round trip p50",
                                   "pending", "<= 1.0x", None, cmd))

@@ -3,6 +3,8 @@
 Compared in one run, alternating request by request (the order rotates every round):
 
 * ``zmq_echo``      a bare pyzmq ROUTER/DEALER echo of the bytes ``act`` sends (the floor);
+* ``zmq_echo_flat`` the same echo sleeping ``flat_ms`` before it replies (the floor for the
+  flat-cost variants: after a 5 ms pause every thread and idle CPU on the path wakes up cold);
 * ``bridge_null``   the bridge with the benchmark null policy (codec + server + loop overhead);
 * ``bridge_vtla``   the bridge with the tiny VTLA;
 * ``http_png``      the HTTP companion's ``POST /predict`` with a PNG upload (the predecessor's way);
@@ -19,7 +21,8 @@ variants encode the frame on every request, as a predecessor client did; that ti
 their round trip and also reported on its own (``encode``). Both HTTP variants sit in front of
 the null-policy server, so their overhead compares directly with ``bridge_null``. For
 ``openpi_flat`` compute is the server's ``server_timing.infer_ms``. The ratios of each size:
-bridge overhead ÷ echo round trip, and ``bridge_flat`` ÷ ``openpi_flat`` round trip (p50, p99).
+bridge overhead ÷ echo round trip, flat-cost overheads ÷ ``zmq_echo_flat``'s (round trip − its
+measured pause), and ``bridge_flat`` ÷ ``openpi_flat`` round trip (p50, p99).
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ from vtla_contracts.action_layout import ACTION_DIM
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("zmq_echo", "bridge_null", "bridge_vtla", "http_png", "http_jpeg_uri", "bridge_flat", "openpi_flat")
+VARIANTS = (
+    "zmq_echo", "bridge_null", "bridge_vtla", "http_png", "http_jpeg_uri",
+    "zmq_echo_flat", "bridge_flat", "openpi_flat",
+)
 HTTP_VARIANTS = ("http_png", "http_jpeg_uri")
 
 
@@ -116,7 +122,8 @@ def _echo_probe(client: EchoClient, frame: np.ndarray) -> Probe:
     frames = [b"", *build_request(1, OP_ACT, act_args(frame), None, None, 1024)]
 
     def probe() -> Sample:
-        return Sample(client.round_trip_ms(frames))
+        round_trip_ms, pause_ms = client.exchange(frames)
+        return Sample(round_trip_ms, compute_ms=pause_ms)
 
     return probe
 
@@ -262,6 +269,8 @@ def _ratios(size_result: Mapping[str, Any]) -> dict[str, float]:
         "bridge_vtla_overhead_vs_echo": ratio(p50("bridge_vtla", "overhead"), echo),
         "bridge_flat_overhead_vs_echo": ratio(p50("bridge_flat", "overhead"), echo),
         "openpi_flat_overhead_vs_echo": ratio(p50("openpi_flat", "overhead"), echo),
+        "bridge_flat_overhead_vs_echo_flat": ratio(p50("bridge_flat", "overhead"), p50("zmq_echo_flat", "overhead")),
+        "openpi_flat_overhead_vs_echo_flat": ratio(p50("openpi_flat", "overhead"), p50("zmq_echo_flat", "overhead")),
         "bridge_flat_vs_openpi_flat_round_trip_p50": ratio(
             p50("bridge_flat", "round_trip"), p50("openpi_flat", "round_trip")
         ),
@@ -332,6 +341,7 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
             openpi_server = OpenpiStyleServerProcess("transport-openpi-server", work_dir, options.flat_ms).launch()
             stack.callback(openpi_server.stop)
         echo = stack.enter_context(EchoServer()) if "zmq_echo" in wanted else None
+        echo_flat = stack.enter_context(EchoServer(options.flat_ms)) if "zmq_echo_flat" in wanted else None
         for server in servers.values():
             server.wait_ready()
         openpi_policy: Any = None
@@ -354,6 +364,7 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
             for name, server in servers.items()
         }
         echo_client = stack.enter_context(EchoClient(echo.endpoint)) if echo is not None else None
+        echo_flat_client = stack.enter_context(EchoClient(echo_flat.endpoint)) if echo_flat is not None else None
         result["servers"] = {name: dict(server.hello.get("models", {})) for name, server in servers.items()}
         for label in options.sizes:
             height, width = SIZES_HW[label]
@@ -363,6 +374,9 @@ def run_transport(options: TransportOptions, work_dir: Path, progress: bool = Tr
                 if name == "zmq_echo":
                     assert echo_client is not None
                     probes[name] = _echo_probe(echo_client, frame)
+                elif name == "zmq_echo_flat":
+                    assert echo_flat_client is not None
+                    probes[name] = _echo_probe(echo_flat_client, frame)
                 elif name == "bridge_null":
                     probes[name] = _bridge_probe(clients["null"], frame)
                 elif name == "bridge_vtla":
