@@ -52,6 +52,7 @@ class LoadedModel:
     description: dict[str, Any]
     stats: dict[str, Any] | None = None
     skills: tuple[str, ...] = ()
+    frame_staging: Callable[[], dict[str, Any]] | None = None  # the policy's staging_stats(), if any
 
 
 @dataclass
@@ -209,7 +210,11 @@ class InferenceLoop:
         self._pads_itself = hasattr(policy, "last_bucket")
         self._bucket_of = self._bucket_function(policy)
         self.policy.set_bucket_of(self._bucket_of)
-        self.state.policy = LoadedModel("policy", policy.info, policy.describe(), policy.stats())
+        staging = getattr(policy, "staging_stats", None)
+        self.state.policy = LoadedModel(
+            "policy", policy.info, policy.describe(), policy.stats(),
+            frame_staging=staging if callable(staging) else None,
+        )  # fmt: skip
         if self.config.vlm.enabled:
             generator = self._load_generator(self.config.vlm.spec(), device, dtype)
             generator.warmup()

@@ -453,6 +453,8 @@ class InferenceServer:
                 }
                 if "memory" in loaded.description:  # bytes of weights, KV cache, largest activation bucket
                     models[info.name]["memory"] = loaded.description["memory"]
+                if loaded.frame_staging is not None:  # thread-safe: frames gathered vs stacked, ring rows
+                    models[info.name]["frame_staging"] = loaded.frame_staging()
         status = state.status
         if status == "ok" and not self.loop.alive:
             status = "degraded"

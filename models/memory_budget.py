@@ -1,4 +1,4 @@
-"""What a loaded model needs on its device: weights, KV cache, the largest activation bucket.
+"""What a loaded model needs on its device: weights, KV cache, the largest activation bucket, staging.
 
 Reported in ``hello`` (each model's ``describe()["memory"]``) and checked before the big
 allocations on CUDA: a configuration that cannot fit raises :class:`MemoryBudgetError` naming the
@@ -24,16 +24,18 @@ class MemoryBudget:
     weights_bytes: int
     kv_cache_bytes: int
     largest_activation_bytes: int
+    staging_bytes: int = 0  # input rows kept resident on the device (the VTLA's frame rings)
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.largest_activation_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.largest_activation_bytes + self.staging_bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "weights_bytes": self.weights_bytes,
             "kv_cache_bytes": self.kv_cache_bytes,
             "largest_activation_bytes": self.largest_activation_bytes,
+            "staging_bytes": self.staging_bytes,
             "total_bytes": self.total_bytes,
         }
 
@@ -45,7 +47,8 @@ def check_fits(budget: MemoryBudget, free_bytes: int, what: str, option_hint: st
         raise MemoryBudgetError(
             f"{what} needs {budget.total_bytes / gib:.2f} GiB (weights {budget.weights_bytes / gib:.2f}, "
             f"KV cache {budget.kv_cache_bytes / gib:.2f}, largest activation "
-            f"{budget.largest_activation_bytes / gib:.2f}) but the device has {free_bytes / gib:.2f} GiB free: "
+            f"{budget.largest_activation_bytes / gib:.2f}, staging {budget.staging_bytes / gib:.2f}) "
+            f"but the device has {free_bytes / gib:.2f} GiB free: "
             f"lower {option_hint}"
         )
 

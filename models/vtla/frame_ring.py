@@ -134,6 +134,11 @@ class FrameRing:
     def row_bytes(self) -> int:
         return int(self._host_rows[0].nbytes)
 
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of the rows on the ring's device (on CUDA the pinned host rows come on top)."""
+        return self.capacity * self.row_bytes
+
     def fits(self, frame: object) -> bool:
         return isinstance(frame, np.ndarray) and frame.shape == self.shape and frame.dtype == self.dtype
 

@@ -93,7 +93,8 @@ class VTLAPolicy:
         self.static: StaticForward | None = (
             StaticForward(model, model._core, self.text_width, cuda_graphs) if static_inputs else None
         )
-        self.memory = vtla_budget(self.cfg, count_parameters(model), model, self.batch_buckets[-1])
+        self.memory = vtla_budget(self.cfg, count_parameters(model), model, self.batch_buckets[-1],
+                                  sum(ring.device_bytes for ring in self._rings.values()))
         free = device_free_bytes(str(device))
         if free is not None:  # weights are resident: the largest bucket's activations must fit
             check_fits(
@@ -416,15 +417,18 @@ def _check_vector(value: object, what: str, dim: int) -> None:
         raise InputError(f"{what} has non-finite values")
 
 
-def vtla_budget(cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int) -> MemoryBudget:
-    """Weights, no KV cache, and the largest activation (estimate) of a forward at ``batch``."""
+def vtla_budget(
+    cfg: VTLAConfig, parameters: int, model: VTLAModel, batch: int, staging_bytes: int = 0
+) -> MemoryBudget:
+    """Weights, no KV cache, the largest activation (estimate) of a forward at ``batch``, and the
+    frame rings' rows (``staging_bytes``)."""
     dtype_bytes = next(model.parameters()).element_size()
     n_cam = len(cfg.cameras)
     vision = batch * n_cam * cfg.vision.num_tokens * cfg.vision.intermediate_size * dtype_bytes
     seq = model.num_middle_tokens + cfg.prompt.max_text_tokens + 2
     seq = -(-seq // model.sequence_bucket) * model.sequence_bucket
     text = batch * seq * cfg.text.intermediate_size * dtype_bytes * 2  # gate and up projections
-    return MemoryBudget(parameters * dtype_bytes, 0, 2 * max(vision, text))
+    return MemoryBudget(parameters * dtype_bytes, 0, 2 * max(vision, text), staging_bytes)
 
 
 def _options(spec: ModelSpec) -> dict[str, Any]:

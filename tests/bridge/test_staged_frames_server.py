@@ -1,6 +1,6 @@
 """Acts over real ZeroMQ sockets with the tiny VTLA: frames of the input size are staged by the
 policy's prepare() on the server's parsing threads, act gathers them, and every ring row comes
-back once the replies are out — also for an act the loop refuses."""
+back once the replies are out — also for an act the loop refuses. ``health`` shows the counters."""
 
 from __future__ import annotations
 
@@ -67,9 +67,12 @@ def test_acts_over_the_wire_take_the_staged_path_and_free_their_rows(start_serve
     assert not errors, errors
     with BridgeClient(server.endpoint, timeout_s=60) as client:  # a frame that needs a resize
         resized = client.act(image=make_image(size + 16, size, seed=99), instruction="pick").actions
+        in_health = client.health()["models"][policy.info.name]["frame_staging"]
     after = policy.staging_stats()
     assert after["gathered"] - before["gathered"] == clients * per_client
     assert after["stacked"] - before["stacked"] == 1
+    assert (in_health["gathered"], in_health["stacked"]) == (after["gathered"], after["stacked"])
+    assert in_health["rings"]["primary"]["capacity"] == after["rings"]["primary"]["capacity"]
     stats = wait_for_all_rows_free(policy)
     assert stats["free_rows"] == stats["capacity"], stats
     assert stats["staged"] - before["rings"]["primary"]["staged"] == clients * per_client

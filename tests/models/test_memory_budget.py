@@ -6,6 +6,7 @@ import pytest
 
 from bridge.config import ConfigError, config_from_mapping
 from models.memory_budget import MemoryBudget, MemoryBudgetError, check_fits
+from models.vtla.frame_ring import DEFAULT_FRAME_RING_ROWS
 from models.vtla.serving import load_policy
 from tests.models.moondream.conftest import MakeGenerator, make_generator  # noqa: F401 (fixture)
 from vtla_contracts.model_spec import ModelSpec
@@ -19,13 +20,22 @@ def test_generator_and_policy_report_weights_kv_cache_and_largest_activation(
     assert memory["kv_cache_bytes"] == generator.cache.nbytes > 0
     assert memory["weights_bytes"] == generator.info.parameters * 8  # the fixture's float64
     assert memory["largest_activation_bytes"] > 0
-    parts = ("weights_bytes", "kv_cache_bytes", "largest_activation_bytes")
+    parts = ("weights_bytes", "kv_cache_bytes", "largest_activation_bytes", "staging_bytes")
     assert memory["total_bytes"] == sum(memory[k] for k in parts)
+    assert memory["staging_bytes"] == 0
     small = load_policy(ModelSpec(kind="vtla", preset="tiny", options={"batch_buckets": [1, 2]}), "cpu", "float32")
     large = load_policy(ModelSpec(kind="vtla", preset="tiny"), "cpu", "float32")
     m_small, m_large = small.describe()["memory"], large.describe()["memory"]
     assert m_small["weights_bytes"] == small.info.parameters * 4 and m_small["kv_cache_bytes"] == 0
     assert m_large["largest_activation_bytes"] == 32 * m_small["largest_activation_bytes"]  # bucket 64 vs 2
+    # the frame rings (one per camera, frame_ring_rows input-size uint8 frames) are in the budget
+    size, cameras = large.cfg.vision.image_size, len(large.cfg.cameras)
+    assert m_large["staging_bytes"] == cameras * DEFAULT_FRAME_RING_ROWS * size * size * 3
+    assert m_large["total_bytes"] == sum(m_large[k] for k in parts)
+    rows_8 = load_policy(ModelSpec(kind="vtla", preset="tiny", options={"frame_ring_rows": 8}), "cpu", "float32")
+    assert rows_8.describe()["memory"]["staging_bytes"] == cameras * 8 * size * size * 3
+    unstaged = load_policy(ModelSpec(kind="vtla", preset="tiny", options={"stage_frames": False}), "cpu", "float32")
+    assert unstaged.describe()["memory"]["staging_bytes"] == 0
 
 
 def test_a_budget_over_the_free_memory_names_the_option() -> None:
