@@ -42,8 +42,9 @@ each call returns one decision, and the loop charges the decision's measured tim
   its acts on a period (10-50 Hz). When such a client is not waiting but its next act is due
   before a heavy-only batch would end, the batch takes only the heavy rows that end before it
   is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
-  backlog's batch in progress. A client counts as periodic after 4 arrivals whose spacing
-  varies by at most 5 % (or 1 ms). A hold lasts until the act is due plus four times the
+  backlog's batch in progress. Each client's next act is predicted by spacing and by phase
+  (``_Arrivals``); it counts as periodic after 4 arrivals predicted within 5 % of the period
+  (or 1 ms). A hold lasts until the act is due plus four times the
   measured variation (its mean deviation) and 1 ms, and ends when the act comes; later than
   that, but within its tolerance, batches take one row. Holding is capped at
   ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic clients cannot idle
@@ -80,6 +81,9 @@ PERIODIC_MAX_PERIOD_S = 1.0
 PERIODIC_FORGET_S = 10.0  # a client silent this long is forgotten
 HOLD_VARIATIONS = 4.0  # a hold lasts until the act is due + this many times its variation + HOLD_MARGIN_S
 HOLD_MARGIN_S = 0.001
+LATE_PHASE_GAIN = 0.1  # how far an arrival later than its client's tick moves the tick (of the error)
+EARLY_PHASE_GAIN = 0.5  # ... and one earlier than the tick
+TICK_PERIOD_GAIN = 0.05  # how far a phase error moves the clock's period
 
 
 class Unit(enum.Enum):
@@ -100,12 +104,22 @@ class Decision:
 
 @dataclass
 class _Arrivals:
-    """One client's act arrivals: moving averages of the spacing and of its variation."""
+    """One client's act arrivals, with two predictions of the next one; the one that has been
+    closer lately is used (its mean error is ``variation_s``):
+
+    * by spacing, ``last + period``: exact for a client that sends a period after each reply;
+    * by phase, a tick every period (a phase-locked estimate): exact for a client that sends on a
+      fixed clock, whose one late wake-up would shift the spacing prediction of its next act,
+      due on time, by as much. Arrivals later than the tick move it less (x LATE_PHASE_GAIN) than
+      earlier ones (x EARLY_PHASE_GAIN): a sleeping client wakes late, never early."""
 
     last_s: float
     count: int = 1
     period_s: float = 0.0
-    variation_s: float = 0.0
+    tick_s: float = 0.0  # the phase prediction of the next arrival
+    tick_period_s: float = 0.0  # the clock's period, as the phase errors correct it (not the spacing)
+    spacing_error_s: float = 0.0  # mean absolute error of each prediction (moving averages)
+    phase_error_s: float = 0.0
 
     def add(self, at_s: float) -> None:
         gap_s = at_s - self.last_s
@@ -114,9 +128,28 @@ class _Arrivals:
         if self.count == 1:
             self.period_s = gap_s
         else:
-            self.variation_s = 0.8 * self.variation_s + 0.2 * abs(gap_s - self.period_s)
+            spacing_error_s = gap_s - self.period_s
+            phase_error_s = at_s - self.tick_s
+            self.spacing_error_s = 0.8 * self.spacing_error_s + 0.2 * abs(spacing_error_s)
+            self.phase_error_s = 0.8 * self.phase_error_s + 0.2 * abs(phase_error_s)
             self.period_s = 0.8 * self.period_s + 0.2 * gap_s
+            if abs(phase_error_s) < 0.5 * self.tick_period_s:  # the same tick: correct phase and period
+                gain = LATE_PHASE_GAIN if phase_error_s > 0 else EARLY_PHASE_GAIN
+                self.tick_period_s += TICK_PERIOD_GAIN * phase_error_s
+                self.tick_s += self.tick_period_s + gain * phase_error_s
+                self.last_s, self.count = at_s, self.count + 1
+                return
+        # the first spacing, or a skipped tick: the phase starts again
+        self.tick_s, self.tick_period_s = at_s + self.period_s, self.period_s
         self.last_s, self.count = at_s, self.count + 1
+
+    @property
+    def by_phase(self) -> bool:
+        return self.phase_error_s <= self.spacing_error_s  # a tie: a clock (control loops run on one)
+
+    @property
+    def variation_s(self) -> float:
+        return min(self.phase_error_s, self.spacing_error_s)
 
     def tolerance_s(self) -> float:
         return max(0.001, 0.05 * self.period_s)
@@ -126,7 +159,7 @@ class _Arrivals:
                 and self.variation_s <= self.tolerance_s())
 
     def due_s(self) -> float:
-        return self.last_s + self.period_s
+        return self.tick_s if self.by_phase else self.last_s + self.period_s
 
     def hold_end_s(self) -> float:
         """How long acts may hold for this client's next act (a hold ends earlier when it comes)."""

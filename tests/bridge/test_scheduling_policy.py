@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import random
 
-from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
+from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, _Arrivals, bucket_size
 from bridge.work import Work
 from models.interfaces import ReadyWork
 
@@ -245,6 +246,37 @@ def test_a_periodic_client_is_anticipated_when_its_act_is_due_during_a_flooders_
     late = policy.schedule(ReadyWork(), now_s=0.603)  # late, within its 5 ms tolerance: one row at a time
     assert late.unit is Unit.ACT and len(late.batch) == 1
     assert len(policy.schedule(ReadyWork(), now_s=0.606).batch) == 2  # past it: not waited for any more
+
+
+def test_a_clock_driven_client_that_woke_late_once_is_anticipated_on_its_next_tick() -> None:
+    policy = anticipating_policy()
+    for i, at in enumerate((0.0, 0.1, 0.2, 0.3, 0.412)):  # a 10 Hz clock; one wake-up 12 ms late
+        policy.add_act(arriving(b"polite", i, at))
+        assert [w.client for w in policy.schedule(ReadyWork(), now_s=at).batch] == [(b"polite",)]
+    for i in range(64):
+        policy.add_act(arriving(b"flood", i, 0.42))
+    # its next act is due on the tick, 0.5 s, not a period after the late one (~0.514 s): at
+    # 0.492 s only one row (5.7 ms) ends before it; a 2-row batch (10.1 ms) would end after it
+    assert len(policy.schedule(ReadyWork(), now_s=0.492).batch) == 1
+    held = policy.schedule(ReadyWork(), now_s=0.498)
+    # the hold: due (0.5018 s) + 4 x its variation (2.4 ms) + 1 ms
+    assert held.unit is Unit.IDLE and held.hold_until_s is not None and 0.5 < held.hold_until_s < 0.513
+
+
+def test_each_client_is_predicted_the_way_it_sends() -> None:
+    rng = random.Random(7)
+    clock = _Arrivals(0.0)  # sends on a 10 Hz clock, waking 0-4 ms late
+    for k in range(1, 40):
+        clock.add(k * 0.1 + rng.uniform(0.0, 0.004))
+    assert clock.by_phase and clock.periodic()
+    assert abs(clock.due_s() - 4.0) < 0.003  # the next tick (its wake-up adds 0-4 ms)
+    relative = _Arrivals(0.0)  # sends 100 ms after each reply, which takes 2-6 ms
+    at = 0.0
+    for _ in range(40):
+        at += 0.1 + rng.uniform(0.002, 0.006)
+        relative.add(at)
+    assert not relative.by_phase and relative.periodic()
+    assert abs(relative.due_s() - (at + 0.104)) < 0.003  # a period (with the reply) after the last
 
 
 def test_an_irregular_client_is_not_anticipated_and_holding_is_capped() -> None:
