@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import itertools
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class ClientGroup:
     length: str = "normal"
     frame_hw: tuple[int, int] = (224, 224)
     label: str = ""  # copied to the result, to tell groups of one kind apart
+    nice: int = 0  # > 0: this process runs at a lower CPU priority (a load generator, not measured)
 
 
 @dataclass
@@ -177,6 +179,8 @@ def _process_main(group: ClientGroup, results: Any, go: Any) -> None:
         return start_at
 
     try:
+        if group.nice > 0:
+            os.nice(group.nice)
         results.put(("done", asyncio.run(_run_group(group, start))))
     except Exception as exc:  # reported to the parent, which raises
         results.put(("failed", f"{group.kind}: {type(exc).__name__}: {exc}"))
