@@ -125,22 +125,19 @@ class _Arrivals:
         gap_s = at_s - self.last_s
         if gap_s <= 0:
             return
+        phase_error_s = at_s - self.tick_s
         if self.count == 1:
             self.period_s = gap_s
         else:
-            spacing_error_s = gap_s - self.period_s
-            phase_error_s = at_s - self.tick_s
-            self.spacing_error_s = 0.8 * self.spacing_error_s + 0.2 * abs(spacing_error_s)
+            self.spacing_error_s = 0.8 * self.spacing_error_s + 0.2 * abs(gap_s - self.period_s)
             self.phase_error_s = 0.8 * self.phase_error_s + 0.2 * abs(phase_error_s)
             self.period_s = 0.8 * self.period_s + 0.2 * gap_s
-            if abs(phase_error_s) < 0.5 * self.tick_period_s:  # the same tick: correct phase and period
-                gain = LATE_PHASE_GAIN if phase_error_s > 0 else EARLY_PHASE_GAIN
-                self.tick_period_s += TICK_PERIOD_GAIN * phase_error_s
-                self.tick_s += self.tick_period_s + gain * phase_error_s
-                self.last_s, self.count = at_s, self.count + 1
-                return
-        # the first spacing, or a skipped tick: the phase starts again
-        self.tick_s, self.tick_period_s = at_s + self.period_s, self.period_s
+        if self.count > 1 and abs(phase_error_s) < 0.5 * self.tick_period_s:  # the same tick: correct it
+            gain = LATE_PHASE_GAIN if phase_error_s > 0 else EARLY_PHASE_GAIN
+            self.tick_period_s += TICK_PERIOD_GAIN * phase_error_s
+            self.tick_s += self.tick_period_s + gain * phase_error_s
+        else:  # the first spacing, or a skipped tick: the phase starts again
+            self.tick_s, self.tick_period_s = at_s + self.period_s, self.period_s
         self.last_s, self.count = at_s, self.count + 1
 
     @property

@@ -451,7 +451,7 @@ class InferenceServer:
                     "source": info.source,
                     "simulated": info.kind == SIMULATED_KIND,
                 }
-                if "memory" in loaded.description:  # bytes of weights, KV cache, largest activation bucket
+                if "memory" in loaded.description:  # bytes of weights, KV cache, largest activation, staging
                     models[info.name]["memory"] = loaded.description["memory"]
                 if loaded.frame_staging is not None:  # thread-safe: frames gathered vs stacked, ring rows
                     models[info.name]["frame_staging"] = loaded.frame_staging()
