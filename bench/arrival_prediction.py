@@ -33,6 +33,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from bench.stats import summarize
 from bridge.scheduling_policy import PERIODIC_MIN_ARRIVALS, _Arrivals
 
 PERIOD_S = 0.1
@@ -86,15 +87,14 @@ def replay(kind: str, spike: float, arrivals: int, seed: int) -> dict[str, dict[
                 counts[name]["early"] += early_s > EARLY_BY_S
                 bounds[name].append(min(max(0.0, early_s), BATCH_IN_PROGRESS_S))
         tracker.add(at_s)
-    result: dict[str, dict[str, float]] = {}
-    for name in PREDICTORS:
-        ordered = sorted(bounds[name])
-        result[name] = {
+    return {
+        name: {
             "unanticipated": counts[name]["unanticipated"] / scored,
             "early": counts[name]["early"] / scored,
-            "wait_bound_p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000.0,
+            "wait_bound_p99_ms": summarize([b * 1000.0 for b in bounds[name]]).p99_ms,
         }
-    return result
+        for name in PREDICTORS
+    }
 
 
 def run(arrivals: int, seed: int) -> list[dict[str, Any]]:
