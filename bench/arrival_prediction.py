@@ -3,7 +3,7 @@
     python -m bench.arrival_prediction [--arrivals 3000] [--seed 1]
 
 Synthetic 10 Hz clients of two kinds, each fed to the policy's per-client arrival tracker
-(``bridge.scheduling_policy._Arrivals``, the same object the policy uses):
+(``bridge.act_anticipation.ArrivalTracker``, the same object the policy uses):
 
 * ``clock``: sends on a fixed clock (``k x 100 ms``), as a real-time control loop does;
 * ``relative``: sends 100 ms after each reply (the reply takes 6 +- 1 ms), as a loop that
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.stats import summarize
-from bridge.scheduling_policy import PERIODIC_MIN_ARRIVALS, _Arrivals
+from bridge.act_anticipation import PERIODIC_MIN_ARRIVALS, ArrivalTracker
 
 PERIOD_S = 0.1
 REPLY_S = 0.006
@@ -48,16 +48,16 @@ def _late_s(rng: random.Random, spike: float) -> float:
     return rng.expovariate(1 / 0.0005) + (rng.uniform(0.005, 0.015) if rng.random() < spike else 0.0)
 
 
-def _spacing_prediction(a: _Arrivals) -> tuple[bool, float]:
+def _spacing_prediction(a: ArrivalTracker) -> tuple[bool, float]:
     periodic = a.count >= PERIODIC_MIN_ARRIVALS and a.spacing_error_s <= a.tolerance_s()
     return periodic, a.last_s + a.period_s
 
 
-def _policy_prediction(a: _Arrivals) -> tuple[bool, float]:
+def _policy_prediction(a: ArrivalTracker) -> tuple[bool, float]:
     return a.periodic(), a.due_s()
 
 
-PREDICTORS: dict[str, Callable[[_Arrivals], tuple[bool, float]]] = {
+PREDICTORS: dict[str, Callable[[ArrivalTracker], tuple[bool, float]]] = {
     "spacing": _spacing_prediction,
     "policy": _policy_prediction,
 }
@@ -66,7 +66,7 @@ PREDICTORS: dict[str, Callable[[_Arrivals], tuple[bool, float]]] = {
 def replay(kind: str, spike: float, arrivals: int, seed: int) -> dict[str, dict[str, float]]:
     """Score both predictors on one synthetic client's arrivals."""
     rng = random.Random(seed)
-    tracker = _Arrivals(0.0)
+    tracker = ArrivalTracker(0.0)
     counts = {name: {"unanticipated": 0, "early": 0} for name in PREDICTORS}
     bounds: dict[str, list[float]] = {name: [] for name in PREDICTORS}
     at_s, scored = 0.0, 0

@@ -77,6 +77,8 @@ class SchedulerConfig:
     pad_batches: bool = True  # pad act batches to 1, 2, 4, ... max_batch (one shape per bucket)
     max_batch_ms: float = 0.0  # >0: act batches no longer than this (learnt), one row per waiting client at least
     overlap: bool = True  # run act batches beside a launched decode step (generators that can split one)
+    # at most this share of the time acts hold for a periodic client's act due (0: no anticipation)
+    anticipation_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ def _validate(cfg: BridgeConfig) -> None:
         value = getattr(cfg.scheduler, name)
         if not 0.0 < value < 1.0:
             raise ConfigError(f"scheduler.{name}: must be in (0, 1), got {value}")
+    if not 0.0 <= cfg.scheduler.anticipation_share < 1.0:
+        raise ConfigError(f"scheduler.anticipation_share: must be in [0, 1), got {cfg.scheduler.anticipation_share}")
     if cfg.device.cpu_threads < 0:
         raise ConfigError(f"device.cpu_threads: must be >= 0, got {cfg.device.cpu_threads}")
     if cfg.batching.max_wait_ms < 0:

@@ -149,7 +149,7 @@ class InferenceLoop:
         sched = self.config.scheduler
         policy = SchedulingPolicy(
             self.config.batching.max_batch, sched.vlm_min_share, sched.admission_share, sched.max_batch_ms,
-            overlap=self._overlap_enabled(),
+            overlap=self._overlap_enabled(), anticipation_share=sched.anticipation_share,
         )
         policy.set_batch_key(lambda work: work.batch_key)
         return policy

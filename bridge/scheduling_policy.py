@@ -42,13 +42,12 @@ each call returns one decision, and the loop charges the decision's measured tim
   its acts on a period (10-50 Hz). When such a client is not waiting but its next act is due
   before a heavy-only batch would end, the batch takes only the heavy rows that end before it
   is due, or (when not even one row fits) the acts hold for it, so its act does not wait for a
-  backlog's batch in progress. Each client's next act is predicted by spacing and by phase
-  (``_Arrivals``); it counts as periodic after 4 arrivals predicted within 5 % of the period
-  (or 1 ms). A hold lasts until the act is due plus four times the
-  measured variation (its mean deviation) and 1 ms, and ends when the act comes; later than
-  that, but within its tolerance, batches take one row. Holding is capped at
-  ANTICIPATION_SHARE of the time (a token bucket), so a flood of periodic clients cannot idle
-  the device. Generation runs during a hold if it has work.
+  backlog's batch in progress (bridge/act_anticipation.py: each client's next act is predicted
+  by spacing and by phase; a hold lasts until the act is due plus a margin for its measured
+  variation and ends when the act comes; later than that, but within its tolerance, batches
+  take one row). Holding is capped at ``[scheduler] anticipation_share`` of the time (a token
+  bucket; 0 turns anticipation off), so a flood of periodic clients cannot idle the device.
+  Generation runs during a hold if it has work.
 * **Overlap** (``[scheduler] overlap``, for a generator with ``launch_decode_step`` /
   ``finish_decode_step``): a decode step is *launched* (in flight on the device's
   normal-priority stream) and an act batch runs beside it on the high-priority stream. When it
@@ -69,21 +68,13 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from bridge.act_anticipation import Anticipation
+from bridge.config import SchedulerConfig
 from bridge.work import ClientKey, Work
 from models.interfaces import ReadyWork
 
 LIGHT_BATCH_SLACK = 0.25  # heavy rows join a batch with light ones while it takes <= 1.25x the light rows' time
 PADDING_MIN_GAIN = 0.02  # a smaller bucket replaces the padded one only when it serves >= 2 % more rows/s
-ANTICIPATION_SHARE = 0.1  # at most this share of the time is spent holding acts for a periodic client
-ANTICIPATION_CREDIT_CAP_S = 0.05  # the hold allowance banked at most
-PERIODIC_MIN_ARRIVALS = 4
-PERIODIC_MAX_PERIOD_S = 1.0
-PERIODIC_FORGET_S = 10.0  # a client silent this long is forgotten
-HOLD_VARIATIONS = 4.0  # a hold lasts until the act is due + this many times its variation + HOLD_MARGIN_S
-HOLD_MARGIN_S = 0.001
-LATE_PHASE_GAIN = 0.1  # how far an arrival later than its client's tick moves the tick (of the error)
-EARLY_PHASE_GAIN = 0.5  # ... and one earlier than the tick
-TICK_PERIOD_GAIN = 0.05  # how far a phase error moves the clock's period
 
 
 class Unit(enum.Enum):
@@ -100,67 +91,6 @@ class Decision:
     batch: tuple[Work, ...] = ()  # ACT: the requests of one forward, in reply order
     launch_decode: bool = False  # ACT: launch a decode step first; the batch runs while it is in flight
     hold_until_s: float | None = None  # IDLE: acts hold for a periodic client due then (perf_counter)
-
-
-@dataclass
-class _Arrivals:
-    """One client's act arrivals, with two predictions of the next one; the one that has been
-    closer lately is used (its mean error is ``variation_s``):
-
-    * by spacing, ``last + period``: exact for a client that sends a period after each reply;
-    * by phase, a tick every period (a phase-locked estimate): exact for a client that sends on a
-      fixed clock, whose one late wake-up would shift the spacing prediction of its next act,
-      due on time, by as much. Arrivals later than the tick move it less (x LATE_PHASE_GAIN) than
-      earlier ones (x EARLY_PHASE_GAIN): a sleeping client wakes late, never early."""
-
-    last_s: float
-    count: int = 1
-    period_s: float = 0.0
-    tick_s: float = 0.0  # the phase prediction of the next arrival
-    tick_period_s: float = 0.0  # the clock's period, as the phase errors correct it (not the spacing)
-    spacing_error_s: float = 0.0  # mean absolute error of each prediction (moving averages)
-    phase_error_s: float = 0.0
-
-    def add(self, at_s: float) -> None:
-        gap_s = at_s - self.last_s
-        if gap_s <= 0:
-            return
-        phase_error_s = at_s - self.tick_s
-        if self.count == 1:
-            self.period_s = gap_s
-        else:
-            self.spacing_error_s = 0.8 * self.spacing_error_s + 0.2 * abs(gap_s - self.period_s)
-            self.phase_error_s = 0.8 * self.phase_error_s + 0.2 * abs(phase_error_s)
-            self.period_s = 0.8 * self.period_s + 0.2 * gap_s
-        if self.count > 1 and abs(phase_error_s) < 0.5 * self.tick_period_s:  # the same tick: correct it
-            gain = LATE_PHASE_GAIN if phase_error_s > 0 else EARLY_PHASE_GAIN
-            self.tick_period_s += TICK_PERIOD_GAIN * phase_error_s
-            self.tick_s += self.tick_period_s + gain * phase_error_s
-        else:  # the first spacing, or a skipped tick: the phase starts again
-            self.tick_s, self.tick_period_s = at_s + self.period_s, self.period_s
-        self.last_s, self.count = at_s, self.count + 1
-
-    @property
-    def by_phase(self) -> bool:
-        return self.phase_error_s <= self.spacing_error_s  # a tie: a clock (control loops run on one)
-
-    @property
-    def variation_s(self) -> float:
-        return min(self.phase_error_s, self.spacing_error_s)
-
-    def tolerance_s(self) -> float:
-        return max(0.001, 0.05 * self.period_s)
-
-    def periodic(self) -> bool:
-        return (self.count >= PERIODIC_MIN_ARRIVALS and 0 < self.period_s <= PERIODIC_MAX_PERIOD_S
-                and self.variation_s <= self.tolerance_s())
-
-    def due_s(self) -> float:
-        return self.tick_s if self.by_phase else self.last_s + self.period_s
-
-    def hold_end_s(self) -> float:
-        """How long acts may hold for this client's next act (a hold ends earlier when it comes)."""
-        return self.due_s() + HOLD_VARIATIONS * self.variation_s + HOLD_MARGIN_S
 
 
 class _FairPair:
@@ -283,6 +213,7 @@ class SchedulingPolicy:
         admission_share: float,
         max_batch_ms: float = 0.0,
         overlap: bool = False,
+        anticipation_share: float = SchedulerConfig.anticipation_share,
     ) -> None:
         self.max_batch = max_batch
         self.overlap = overlap  # the loop sets it only for a generator that can launch a decode step
@@ -293,11 +224,7 @@ class SchedulingPolicy:
         self.forward_ms: dict[int, float] = {}  # bucket (padded rows) -> moving average of the measured forward time
         self._bucket_of: Callable[[int], int] = lambda rows: rows
         self._skipped: set[ClientKey] = set()  # heavy clients left out of the last batch: light in the next
-        self._arrivals: dict[ClientKey, _Arrivals] = {}
-        self._hold_credit_s = ANTICIPATION_CREDIT_CAP_S
-        self._credit_at_s: float | None = None
-        self.holds = 0  # acts held for a periodic client (a counter tests and benchmarks read)
-        self._hold_until_s: float | None = None
+        self.anticipation = Anticipation(anticipation_share, 4 * max_batch)
         self.acts = _ClientQueues()
         self.generation = _ClientQueues()  # waiting for a slot
         self.control: deque[Work] = deque()
@@ -314,15 +241,13 @@ class SchedulingPolicy:
 
     def add_act(self, work: Work) -> None:
         """A new act (its arrival, ``work.received_s``, feeds the client's periodicity)."""
-        arrivals = self._arrivals.get(work.client)
-        if arrivals is None:
-            if len(self._arrivals) > 4 * self.max_batch:
-                cutoff_s = work.received_s - PERIODIC_FORGET_S
-                self._arrivals = {c: a for c, a in self._arrivals.items() if a.last_s >= cutoff_s}
-            self._arrivals[work.client] = _Arrivals(work.received_s)
-        else:
-            arrivals.add(work.received_s)
+        self.anticipation.record(work.client, work.received_s)
         self.acts.push(work)
+
+    @property
+    def holds(self) -> int:
+        """Acts held for a periodic client so far (``health.counters.act_holds``)."""
+        return self.anticipation.holds
 
     def has_waiting(self) -> bool:
         return bool(self.acts or self.generation or self.control)
@@ -350,12 +275,12 @@ class SchedulingPolicy:
                 launch = self.overlap and self.launch_beside_acts and ready.decoding > 0
                 return Decision(Unit.ACT, tuple(batch), launch_decode=launch)
             if not ready.any:  # holding for a periodic client, nothing else to do meanwhile
-                return Decision(Unit.IDLE, hold_until_s=self._hold_until_s)
+                return Decision(Unit.IDLE, hold_until_s=self.anticipation.hold_until_s)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
 
     def _act_batch(self, now_s: float | None = None) -> list[Work]:
-        """The next act batch; empty when the acts hold for a periodic client (``_hold_until_s``)."""
+        """The next act batch; empty when the acts hold for a periodic client (``anticipation.hold_until_s``)."""
         head = next(iter(self.acts.queues.values()))[0]
         key = self._batch_key(head)
 
@@ -366,10 +291,11 @@ class SchedulingPolicy:
         heads = {client: queue for client, queue in self.acts.queues.items() if same(queue[0])}
         light = {c for c, q in heads.items() if len(q) == 1 or c in self._skipped}
         if now_s is not None and not any(len(q) == 1 for q in heads.values()):  # backlogs only
-            limit = self._rows_before_periodic(limit, now_s)
+            limit = self.anticipation.rows_before_periodic(
+                limit, now_s, self.acts.queues, self.estimate_ms, self._rows_fitting)
             if limit == 0:
                 return []
-        self._hold_until_s = None  # a batch is formed: no hold in force
+        self.anticipation.hold_until_s = None  # a batch is formed: no hold in force
         if light and len(light) < len(heads):
             taken = self.acts.take_round_robin(min(limit, len(light)), lambda w: w.client in light)
             rows = self._rows_within_slack(len(taken), limit)
@@ -381,38 +307,6 @@ class SchedulingPolicy:
         served = {w.client for w in taken}
         self._skipped = {c for c in heads if c not in served and c not in light}
         return taken
-
-    def _rows_before_periodic(self, limit: int, now_s: float) -> int:
-        """Rows of a heavy-only batch that end before a periodic client's next act is due (``limit``
-        when none is due during the batch); 0: hold for it (``_hold_until_s`` set, credit spent)."""
-        if self._credit_at_s is not None:
-            self._hold_credit_s = min(ANTICIPATION_CREDIT_CAP_S,
-                                      self._hold_credit_s + ANTICIPATION_SHARE * (now_s - self._credit_at_s))
-        self._credit_at_s = now_s
-        if self._hold_until_s is not None:
-            if now_s < self._hold_until_s:
-                return 0  # still holding (the client it holds for would be waiting, light, if it had come)
-            self._hold_until_s = None
-        batch_ms = self.estimate_ms(limit)
-        if batch_ms <= 0:
-            return limit
-        due = [a for c, a in self._arrivals.items() if c not in self.acts.queues and a.periodic()]
-        soon = [a for a in due if a.due_s() - now_s < batch_ms / 1000.0 and now_s < a.hold_end_s()]
-        if not soon:
-            # late past its hold but within its tolerance: the smallest batch, so it waits at most one row
-            late = any(a.hold_end_s() <= now_s < a.due_s() + a.tolerance_s() for a in due)
-            return 1 if late else limit
-        first = min(soon, key=lambda a: a.due_s())
-        rows = self._rows_fitting(0, limit, (first.due_s() - now_s) * 1000.0)
-        if rows > 0:
-            return rows
-        hold_until_s = first.hold_end_s()
-        if hold_until_s - now_s > self._hold_credit_s:
-            return limit  # the hold allowance is spent: no anticipation now
-        self._hold_credit_s -= hold_until_s - now_s
-        self._hold_until_s = hold_until_s
-        self.holds += 1
-        return 0
 
     def _rows_within_slack(self, light_rows: int, limit: int) -> int:
         """Rows a batch with ``light_rows`` light rows may grow to with heavy rows (LIGHT_BATCH_SLACK)."""

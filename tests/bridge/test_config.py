@@ -35,6 +35,7 @@ def test_every_shipped_config_loads() -> None:
         ({"policy": {"hub_download": "yes"}}, "policy.hub_download: expected true/false"),
         ({"polciy": {}}, "top level: unknown key(s) ['polciy']"),
         ({"http": {"port": 70000}}, "http.port"),
+        ({"scheduler": {"anticipation_share": 1.0}}, "scheduler.anticipation_share: must be in [0, 1)"),
     ],
 )
 def test_bad_values_name_the_key(table: dict, message: str) -> None:

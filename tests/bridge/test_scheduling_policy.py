@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import random
 
-from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, _Arrivals, bucket_size
+from bridge.act_anticipation import ArrivalTracker
+from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Work
 from models.interfaces import ReadyWork
 
@@ -248,6 +249,22 @@ def test_a_periodic_client_is_anticipated_when_its_act_is_due_during_a_flooders_
     assert len(policy.schedule(ReadyWork(), now_s=0.606).batch) == 2  # past it: not waited for any more
 
 
+def test_anticipation_share_zero_turns_anticipation_off() -> None:
+    policy = SchedulingPolicy(max_batch=64, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=12.0,
+                              anticipation_share=0.0)
+    policy.set_bucket_of(lambda n: bucket_size(n, 64))
+    policy.forward_ms.update({b: linear_ms(b) for b in (1, 2, 4, 8)})
+    for i in range(5):  # the same 10 Hz client and flooder as above
+        policy.add_act(arriving(b"polite", i, i * 0.1))
+        policy.schedule(ReadyWork(), now_s=i * 0.1)
+    for i in range(64):
+        policy.add_act(arriving(b"flood", i, 0.41))
+    # where the anticipating policy takes 1 row, then holds, this one takes the flooder's 2-row batches
+    assert len(policy.schedule(ReadyWork(), now_s=0.492).batch) == 2
+    assert len(policy.schedule(ReadyWork(), now_s=0.497).batch) == 2
+    assert policy.holds == 0
+
+
 def test_a_clock_driven_client_that_woke_late_once_is_anticipated_on_its_next_tick() -> None:
     policy = anticipating_policy()
     for i, at in enumerate((0.0, 0.1, 0.2, 0.3, 0.412)):  # a 10 Hz clock; one wake-up 12 ms late
@@ -265,12 +282,12 @@ def test_a_clock_driven_client_that_woke_late_once_is_anticipated_on_its_next_ti
 
 def test_each_client_is_predicted_the_way_it_sends() -> None:
     rng = random.Random(7)
-    clock = _Arrivals(0.0)  # sends on a 10 Hz clock, waking 0-4 ms late
+    clock = ArrivalTracker(0.0)  # sends on a 10 Hz clock, waking 0-4 ms late
     for k in range(1, 40):
         clock.add(k * 0.1 + rng.uniform(0.0, 0.004))
     assert clock.by_phase and clock.periodic()
     assert abs(clock.due_s() - 4.0) < 0.003  # the next tick (its wake-up adds 0-4 ms)
-    relative = _Arrivals(0.0)  # sends 100 ms after each reply, which takes 2-6 ms
+    relative = ArrivalTracker(0.0)  # sends 100 ms after each reply, which takes 2-6 ms
     at = 0.0
     for _ in range(40):
         at += 0.1 + rng.uniform(0.002, 0.006)
@@ -287,7 +304,7 @@ def test_an_irregular_client_is_not_anticipated_and_holding_is_capped() -> None:
     for i in range(64):
         policy.add_act(arriving(b"flood", i, 0.32))
     assert len(policy.schedule(ReadyWork(), now_s=0.33).batch) == 2
-    # many periodic clients due all the time cannot idle the device beyond ANTICIPATION_SHARE
+    # many periodic clients due all the time cannot idle the device beyond the anticipation share (0.1)
     crowd = anticipating_policy()
     clients = [bytes([c]) for c in range(20)]
     for i in range(5):
