@@ -5,7 +5,8 @@ Per iteration (see docs/architecture.md):
    end cancelled work and work whose deadline passed (queued, admitting or decoding);
 2. run control work (``reset``); admit waiting generation requests into free KV slots;
 3. ask the scheduling policy (bridge/scheduling_policy.py) for the next device unit: one act
-   batch, one admission unit or one decode step; run it and charge its time to the policy.
+   batch, one admission unit or one decode step; run it and charge its time to the policy
+   (generation's units, slots and step in flight are run by bridge/generation_driver.py).
 Because generation advances one bounded unit at a time, an ``act`` waits at most one unit
 when it arrives, and the policy's budgets keep generation progressing while acts saturate.
 
@@ -28,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import BridgeConfig, resolve_device
+from bridge.generation_driver import GenerationDriver
 from bridge.protocol import OP_ACT, OP_CANCEL, OP_RESET, ErrorCode, ProtocolError
 from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Outbox, Work
 from models import model_kinds
-from models.interfaces import ActPolicy, GenerationEvent, Generator, InputError, ModelInfo, Observation, ReadyWork
+from models.interfaces import ActPolicy, Generator, ModelInfo, Observation, ReadyWork
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ PolicyLoader = Callable[..., ActPolicy]
 GeneratorLoader = Callable[..., Generator]
 
 _IDLE_WAIT_S = 0.05
-_STEP_POLL_S = 0.0002  # while a launched step is in flight: how often decode_step_done() is asked near its end
-_STEP_WAKE_FRACTION = 0.9  # first look at the step after this fraction of its expected duration
 _GPU_MEMORY_EVERY_S = 1.0
 
 
@@ -82,16 +82,6 @@ class LoopState:
     )
 
 
-@dataclass
-class _StepInFlight:
-    """A launched decode step: when, for how many sequences, and the act time spent beside it."""
-
-    launched_s: float
-    rows: int
-    overlapped_s: float = 0.0
-    acts: int = 0  # act batches run beside it
-
-
 def _shutting_down() -> ProtocolError:
     return ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "the server is shutting down")
 
@@ -111,20 +101,14 @@ class InferenceLoop:
         self._load_policy = load_policy
         self._load_generator = load_generator
         self._policy: ActPolicy | None = None
-        self._generator: Generator | None = None
+        self._generation: GenerationDriver | None = None  # the loaded generator, driven (loop thread)
         self.policy = self._new_policy()
-        self._gen_active: dict[int, Work] = {}  # generation key -> admitted work (admitting or decoding)
-        self._step: _StepInFlight | None = None  # the launched decode step (overlap), if any
-        # the generator's optional decode_step_done(), looked up once at load (None: it has none)
-        self._step_done_query: Callable[[], bool] | None = None
         # the policy's optional prepare(obs), run by the threads that parse acts (the VTLA stages frames)
         self.act_prepare: Callable[[Observation], Observation] | None = None
         # padding, resolved once at load: a policy that pads to its own buckets (the VTLA's bucket_for
         # and last_bucket) is never padded by the loop as well
         self._pads_itself = False
         self._bucket_of: Callable[[int], int] = lambda rows: rows
-        self._step_estimate_s = 0.0  # moving average of launched steps' observed durations (no act beside)
-        self._sync_launches = 0  # consecutive launches already done when launch_decode_step() returned
         self._stop_at: float | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-loop", daemon=True)
@@ -152,22 +136,27 @@ class InferenceLoop:
             overlap=self._overlap_enabled(), anticipation_share=sched.anticipation_share,
         )
         policy.set_batch_key(lambda work: work.batch_key)
+        policy.launch_beside_acts = self._launch_beside_acts(policy.overlap)
         return policy
+
+    def _launch_beside_acts(self, overlap: bool) -> bool:
+        """A step is launched beside an act batch only where the loop can tell the launch is
+        asynchronous (decode_step_done() says "not yet" right after it; GenerationDriver.launch_step)."""
+        return overlap and self._generation is not None and self._generation.step_done_query is not None
 
     def _overlap_enabled(self) -> bool:
         """``[scheduler] overlap`` and a generator that can launch a decode step (else plain decode_step())."""
-        generator = self._generator
-        return bool(
-            self.config.scheduler.overlap
-            and generator is not None
-            and callable(getattr(generator, "launch_decode_step", None))
-            and callable(getattr(generator, "finish_decode_step", None))
-        )
+        return self.config.scheduler.overlap and self._generation is not None and self._generation.can_launch
 
     @property
     def generator(self) -> Generator | None:
         """The loaded generator, for its thread-safe ``prepare`` (None until loaded)."""
-        return self._generator
+        return self._generation.generator if self._generation is not None else None
+
+    @property
+    def decode_step_in_flight(self) -> bool:
+        """Whether a launched decode step is not finished yet (overlap)."""
+        return self._generation is not None and self._generation.step is not None
 
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
@@ -218,14 +207,10 @@ class InferenceLoop:
         if self.config.vlm.enabled:
             generator = self._load_generator(self.config.vlm.spec(), device, dtype)
             generator.warmup()
-            self._generator = generator
+            self._generation = GenerationDriver(generator, self.outbox, self.state.counters)
             self.state.vlm = LoadedModel("vlm", generator.info, generator.describe(), None, tuple(generator.skills()))
-            query = getattr(generator, "decode_step_done", None)
-            self._step_done_query = query if callable(query) else None
             self.policy.overlap = self._overlap_enabled()
-            # a step is launched beside an act batch only where the loop can tell the launch is
-            # asynchronous (decode_step_done() says "not yet" right after it); see _launch_step
-            self.policy.launch_beside_acts = self.policy.overlap and self._step_done_query is not None
+            self.policy.launch_beside_acts = self._launch_beside_acts(self.policy.overlap)
         for loaded in (self.state.policy, self.state.vlm):
             if loaded is not None and loaded.info.random_weights:
                 logger.warning(
@@ -242,7 +227,7 @@ class InferenceLoop:
             self.state.gpu_memory_gb = torch.cuda.memory_allocated(self.state.device) / 2**30
 
     def _has_work(self) -> bool:
-        return self.policy.has_waiting() or bool(self._gen_active) or self._step is not None
+        return self.policy.has_waiting() or (self._generation is not None and self._generation.busy)
 
     def _serve(self) -> None:
         last_memory_s = time.perf_counter()
@@ -257,35 +242,40 @@ class InferenceLoop:
             self._end_cancelled_and_expired(now)
             while self.policy.control:
                 self._run_control(self.policy.control.popleft())
-            self._admit_waiting()
-            self.state.generation_active = len(self._gen_active)
+            generation = self._generation
+            if generation is not None and self.policy.generation:
+                generation.admit(self.policy.admissions(generation.free_slots()))
+            self.state.generation_active = len(generation.active) if generation is not None else 0
             self.state.generation_waiting = len(self.policy.generation)
-            if self._step is not None and self._step_done():
-                self._finish_step()
+            step_in_flight = generation is not None and generation.step is not None
+            if step_in_flight and generation is not None and generation.step_done():
+                self.policy.charge(Decision(Unit.DECODE), generation.finish_step())
                 continue
-            ready = self._generator.ready() if self._generator is not None else ReadyWork()
-            decision = self.policy.schedule(ready, step_in_flight=self._step is not None, now_s=time.perf_counter())
+            ready = generation.ready() if generation is not None else ReadyWork()
+            decision = self.policy.schedule(ready, step_in_flight=step_in_flight, now_s=time.perf_counter())
             if decision.unit is Unit.IDLE:
                 if decision.hold_until_s is not None:  # acts hold for a periodic client due then
                     self.state.counters["act_holds"] = self.policy.holds
                     self._wait_inbox(max(0.0, decision.hold_until_s - time.perf_counter()))
                 continue
             if decision.unit is Unit.FINISH_DECODE:
-                self._await_step()
+                assert generation is not None
+                charge_s = generation.await_step(self._wait_inbox)
+                if charge_s is not None:
+                    self.policy.charge(Decision(Unit.DECODE), charge_s)
                 continue
             if decision.unit is Unit.DECODE and self.policy.overlap:
                 self._launch_step()  # in flight; acts may run beside it before it is finished
                 continue
-            if decision.unit is Unit.ACT and self._step is None and self._wait_for_stragglers(decision):
+            if decision.unit is Unit.ACT and not step_in_flight and self._wait_for_stragglers(decision):
                 continue  # the batch grew: decide again with the stragglers in it
             if decision.launch_decode:
                 self._launch_step()
             start = time.perf_counter()
             model_s = self._execute(decision)
             elapsed_s = time.perf_counter() - start
-            if decision.unit is Unit.ACT and self._step is not None:
-                self._step.overlapped_s += elapsed_s
-                self._step.acts += 1
+            if decision.unit is Unit.ACT and generation is not None and generation.step is not None:
+                generation.act_beside_step(elapsed_s)
             self.policy.charge(decision, model_s)
 
     def _execute(self, decision: Decision) -> float:
@@ -294,65 +284,20 @@ class InferenceLoop:
         about a fifth of its time here and an act batch a few per cent)."""
         if decision.unit is Unit.ACT:
             return self._forward(list(decision.batch))
-        if decision.unit is Unit.ADMISSION:
-            return self._generation_unit(admission=True)
-        if decision.unit is Unit.DECODE:
-            return self._generation_unit(admission=False)
+        if decision.unit in (Unit.ADMISSION, Unit.DECODE):
+            assert self._generation is not None
+            return self._generation.run_unit(admission=decision.unit is Unit.ADMISSION)
         return 0.0
 
-    # ------------------------------------------------------------------ a decode step in flight (overlap)
-
     def _launch_step(self) -> None:
-        generator = self._generator
-        assert generator is not None and self._step is None
-        rows = len(self._gen_active)
-        launched_s = time.perf_counter()
-        try:
-            generator.launch_decode_step()
-        except Exception as exc:
-            self._generation_failed(exc, f"decode step launch ({rows} sequences)")
-            self.policy.charge(Decision(Unit.DECODE), time.perf_counter() - launched_s)
-            return
-        self._step = _StepInFlight(launched_s, rows)
-        query = self._step_done_query
-        if query is not None and self.policy.launch_beside_acts and rows:
-            try:
-                self._sync_launches = self._sync_launches + 1 if query() else 0
-            except Exception:
-                self._sync_launches = 0  # finish_decode_step() reports it, through the one error path
-            if self._sync_launches >= 2:  # the launch computes the step (CPU): keep the old order
-                self.policy.launch_beside_acts = False
-                logger.info("decode step launches are synchronous: no decode step launched beside act batches")
-
-    def _step_done(self) -> bool:
-        """Whether the launched step can be finished without waiting. A generator without
-        ``decode_step_done`` gets one act batch beside the step, then the step is finished."""
-        assert self._step is not None
-        query = self._step_done_query
-        if query is None:
-            return self._step.acts > 0
-        try:
-            done = bool(query())
-        except Exception:
-            return True  # let finish_decode_step() raise it, through the one error path
-        if done and not self._step.acts:  # a step alone: learn its duration (observed, so at most late)
-            observed_s = time.perf_counter() - self._step.launched_s
-            self._step_estimate_s = observed_s if not self._step_estimate_s else (
-                0.8 * self._step_estimate_s + 0.2 * observed_s)
-        return done
-
-    def _await_step(self) -> None:
-        """Generation's turn with a step in flight: wait until it is done or new work arrives (an
-        ``act`` arriving now may run beside the step: the policy decides at the next iteration)."""
-        assert self._step is not None
-        if self._step_done_query is None:
-            self._finish_step()  # nothing to wait on but the step itself
-            return
-        wake_s = self._step.launched_s + _STEP_WAKE_FRACTION * self._step_estimate_s
-        while not self._step_done():
-            timeout_s = max(wake_s - time.perf_counter(), _STEP_POLL_S)
-            if self._wait_inbox(timeout_s):
-                return
+        """Launch a decode step (charged to generation only if the launch failed)."""
+        generation = self._generation
+        assert generation is not None
+        failed_s = generation.launch_step(watch_sync=self.policy.launch_beside_acts)
+        if failed_s is not None:
+            self.policy.charge(Decision(Unit.DECODE), failed_s)
+        if generation.launches_synchronous:  # the launch computes the step (CPU): keep the old order
+            self.policy.launch_beside_acts = False
 
     def _wait_inbox(self, timeout_s: float) -> bool:
         """Take what arrives within ``timeout_s`` (and everything queued behind it) -> whether anything came."""
@@ -363,23 +308,6 @@ class InferenceLoop:
         self._accept(work)
         self._intake(block=False)
         return True
-
-    def _finish_step(self) -> None:
-        generator, step = self._generator, self._step
-        assert generator is not None and step is not None
-        self._step = None
-        try:
-            events = generator.finish_decode_step()
-        except Exception as exc:
-            self._generation_failed(exc, f"decode step ({step.rows} sequences)")
-            events = None
-        end_s = time.perf_counter()
-        if events is not None:
-            if step.acts:
-                self.state.counters["decode_steps_overlapped"] += 1
-            self._generation_done(events, False, step.launched_s, step.rows, end_s)
-        # generation is charged the loop time the step held on its own: not the act batches beside it
-        self.policy.charge(Decision(Unit.DECODE), max(0.0, end_s - step.launched_s - step.overlapped_s))
 
     def _intake(self, block: bool) -> None:
         try:
@@ -429,15 +357,13 @@ class InferenceLoop:
         """The final error of queued, admitting or decoding work; its KV slot is free for the next unit."""
         if work.done:
             return
-        key = getattr(work.payload, "key", None)
-        if key is not None and self._gen_active.pop(key, None) is not None and self._generator is not None:
-            self._generator.cancel(key)
-            self.state.counters["generation_cancelled"] += 1
+        if self._generation is not None:
+            self._generation.release(work)
         self.outbox.error(work, exc)  # sets work.done: queued copies are pruned below
 
     def _end_cancelled_and_expired(self, now_s: float) -> None:
         """Flagged work ends; generation whose deadline passed during generation ends too."""
-        for work in list(self._gen_active.values()):
+        for work in list(self._generation.active.values()) if self._generation is not None else ():
             if work.cancel_code is not None:
                 self._end(work, _ended(work.cancel_code))
             elif work.expired(now_s):
@@ -472,7 +398,8 @@ class InferenceLoop:
         request waited that long. -> True when it grew (the batch is put back to be re-decided)."""
         max_wait_s = self.config.batching.max_wait_ms / 1000.0
         batch = decision.batch
-        if max_wait_s <= 0 or self._gen_active or len(batch) >= self.config.batching.max_batch:
+        generating = self._generation is not None and bool(self._generation.active)
+        if max_wait_s <= 0 or generating or len(batch) >= self.config.batching.max_batch:
             return False
         deadline_s = min(w.received_s for w in batch) + max_wait_s
         grew = False
@@ -530,86 +457,16 @@ class InferenceLoop:
             self.outbox.success(work, {"actions": actions[i], "action": actions[i, 0]})
         return compute_ms / 1000.0
 
-    def _admit_waiting(self) -> None:
-        generator = self._generator
-        if generator is None or not self.policy.generation:
-            return
-        for work in self.policy.admissions(generator.free_slots()):
-            work.started_s = time.perf_counter()
-            key = work.payload.key
-            try:
-                generator.admit(work.payload)
-            except Exception as exc:
-                if not isinstance(exc, InputError):  # bad input takes no slot; anything else may have
-                    generator.cancel(key)
-                self.outbox.fail(work, exc, "generation")
-                continue
-            self._gen_active[key] = work
-
-    def _generation_unit(self, admission: bool) -> float:
-        """One admission unit or decode step and its events -> the seconds the generator call took."""
-        generator = self._generator
-        assert generator is not None
-        start = time.perf_counter()
-        decoding = len(self._gen_active)
-        try:
-            events = generator.admission_unit() if admission else generator.decode_step()
-        except Exception as exc:
-            self._generation_failed(exc, "admission" if admission else f"decode step ({decoding} sequences)")
-            return time.perf_counter() - start
-        end_s = time.perf_counter()
-        self._generation_done(events, admission, start, decoding, end_s)
-        return end_s - start
-
-    def _generation_failed(self, exc: Exception, what: str) -> None:
-        """The one error path of generation units: every active request fails, its slot is freed."""
-        generator = self._generator
-        assert generator is not None
-        for key, work in list(self._gen_active.items()):
-            generator.cancel(key)
-            self.outbox.fail(work, exc, what)
-        self._gen_active.clear()
-
-    def _generation_done(
-        self, events: list[GenerationEvent], admission: bool, start_s: float, decoding: int, end_s: float
-    ) -> None:
-        unit_ms = (end_s - start_s) * 1000.0
-        self.state.counters["admission_units" if admission else "decode_steps"] += 1
-        if not admission:
-            for work in self._gen_active.values():
-                work.compute_ms += unit_ms
-                work.batch_size = max(work.batch_size, decoding)
-        self._dispatch(events)
-
-    def _dispatch(self, events: list[GenerationEvent]) -> None:
-        for event in events:
-            work = self._gen_active.get(event.key)
-            if work is None:
-                continue
-            if event.chunk and work.payload.stream:
-                self.outbox.partial(work, event.chunk)
-            if event.result is not None:
-                del self._gen_active[event.key]
-                self.outbox.success(work, event.result)
-
     def _fail_everything(self, exc: ProtocolError) -> None:
         while True:
             try:
                 self._accept(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        pending = [*self.policy.acts, *self.policy.generation, *self.policy.control, *self._gen_active.values()]
-        if self._step is not None and self._generator is not None:
-            self._step = None
-            try:  # nothing must stay outstanding on the device; the events go nowhere
-                self._generator.finish_decode_step()
-            except Exception:
-                logger.exception("finishing the decode step in flight at shutdown")
-        if self._generator is not None:
-            for key in list(self._gen_active):
-                self._generator.cancel(key)
+        pending = [*self.policy.acts, *self.policy.generation, *self.policy.control]
+        if self._generation is not None:
+            pending += self._generation.shutdown()
         self.policy = self._new_policy()
-        self._gen_active.clear()
         for work in pending:
             if not work.done:
                 self.outbox.error(work, exc)

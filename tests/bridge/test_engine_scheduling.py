@@ -456,7 +456,7 @@ def test_cancel_with_a_step_in_flight_ends_the_request_before_the_step(start_sim
         assert server.loop.state.counters["decode_steps"] <= steps + 1
         assert wait_until(lambda: generator.free_slots() == 32 and not generator.ready().any, 5.0)
         assert wait_until(lambda: server.loop.state.counters["decode_steps"] <= steps + 1
-                          and server.loop._step is None, 5.0)  # the step in flight was finished, no more
+                          and not server.loop.decode_step_in_flight, 5.0)  # the step in flight was finished, no more
     finally:
         dealer.close()
 
