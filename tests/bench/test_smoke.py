@@ -160,7 +160,7 @@ def test_engine_quick_with_the_simulated_presets(tmp_path: Path) -> None:
 
     options = EngineOptions(
         clients=(1, 8), caption_streams=(2,), generation_streams=2, saturating_clients=8, vanishing_clients=4,
-        warmup_s=0.2, duration_s=0.8,
+        warmup_s=0.2, duration_s=0.8, latency_duration_s=0.8,  # (the p99 stages' 12 s windows: 100 s here)
     )
     result = run_engine(options, tmp_path / "logs", progress=False)
     assert result["simulated"]["device"] == "NVIDIA H200 SXM"
@@ -171,6 +171,7 @@ def test_engine_quick_with_the_simulated_presets(tmp_path: Path) -> None:
     assert result["generation"]["alone_tokens_per_s"] > 0 and result["generation"]["loaded_tokens_per_s"] > 0
     cancel = result["cancellation"]
     assert cancel["active_at_close"] == 4 and cancel["slots_freed"] == 4 and cancel["time_to_free_ms"] is not None
+    assert cancel["detected_after_ms"] is not None  # the vanished clients' chunks could not be delivered
     assert result["fairness"]["alone"]["n"] > 0 and result["fairness"]["next_to_flooder"]["n"] > 0
     names = [f.name for f in figures_for("engine", result)]
     assert "polite 10 Hz client p99 next to a flooder vs alone" in names
