@@ -207,8 +207,10 @@ def _generation(server: _Target, options: EngineOptions) -> dict[str, Any]:
 
 
 def _cancellation(server: _Target, options: EngineOptions) -> dict[str, Any]:
-    """Clients vanish mid-caption; a monitor thread polls ``health`` for the slots still held."""
-    samples: list[tuple[float, int, int]] = []  # (monotonic, active slots, decode steps)
+    """Clients vanish mid-caption; a monitor thread polls ``health`` for the slots still held, the
+    decode steps run and the replies the server could not deliver (``replies_dropped_peer_gone``:
+    the first one is when the failure became detectable to it)."""
+    samples: list[tuple[float, int, int, int]] = []  # (monotonic, active slots, decode steps, dropped)
     stop = threading.Event()
 
     def monitor() -> None:
@@ -218,7 +220,8 @@ def _cancellation(server: _Target, options: EngineOptions) -> dict[str, Any]:
                     health = client.health()
                 except BridgeError:
                     continue
-                samples.append((time.monotonic(), health["generation"]["active"], health["counters"]["decode_steps"]))
+                samples.append((time.monotonic(), health["generation"]["active"], health["counters"]["decode_steps"],
+                                health["transport"]["replies_dropped_peer_gone"]))
                 time.sleep(0.001)
 
     thread = threading.Thread(target=monitor, daemon=True)
@@ -233,17 +236,36 @@ def _cancellation(server: _Target, options: EngineOptions) -> dict[str, Any]:
     finally:
         stop.set()
         thread.join(5.0)
+    return cancellation_figures(samples, closed_at, options.vanishing_clients)
+
+
+def cancellation_figures(
+    samples: list[tuple[float, int, int, int]], closed_at: float, clients: int
+) -> dict[str, Any]:
+    """The cancellation stage's figures from the monitor's (time, active slots, decode steps,
+    replies dropped) samples. Steps are counted from the last sample before the close, and from
+    the last sample before the first dropped reply (detection; a sample later than the true moment
+    by up to one poll, so the count errs high, never low)."""
     before = [s for s in samples if s[0] <= closed_at]
     after = [s for s in samples if s[0] > closed_at]
     freed_at = next((s for s in after if s[1] == 0), None)
-    active_at_close = before[-1][1] if before else options.vanishing_clients
+    active_at_close = before[-1][1] if before else clients
     steps_at_close = before[-1][2] if before else 0
+    dropped_at_close = before[-1][3] if before else 0
+    detected = next((i for i, s in enumerate(samples) if s[0] > closed_at and s[3] > dropped_at_close), None)
+    # the sample before the first drop was seen: the drop happened after it
+    steps_at_detection = samples[detected - 1][2] if detected else None
+    detected_ms = (samples[detected][0] - closed_at) * 1000.0 if detected is not None else None
     return {
-        "clients": options.vanishing_clients,
+        "clients": clients,
         "active_at_close": active_at_close,
         "slots_freed": active_at_close - (after[-1][1] if after else active_at_close),
         "time_to_free_ms": (freed_at[0] - closed_at) * 1000.0 if freed_at else None,
         "decode_steps_to_free": freed_at[2] - steps_at_close if freed_at else None,
+        "detected_after_ms": detected_ms,  # close -> the server's first failed delivery (seen by the monitor)
+        "decode_steps_from_detection": (
+            freed_at[2] - steps_at_detection if freed_at and steps_at_detection is not None else None
+        ),
     }
 
 

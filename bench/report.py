@@ -367,11 +367,15 @@ def _engine_stage_figures(result: Mapping[str, Any], suffix: str, judged_variant
     cancel = result.get("cancellation", {})
     if cancel:
         steps = cancel.get("decode_steps_to_free")
+        from_detection = cancel.get("decode_steps_from_detection")
         figures.append(Figure(
             "engine", f"slots of {cancel['clients']} vanished streaming clients freed{suffix}",
             f"{cancel.get('slots_freed')}/{cancel.get('active_at_close')} in "
-            f"{_f(cancel.get('time_to_free_ms'), 1, ' ms')}, {steps} decode steps",
-            "within 2 decode steps of detection", None, cmd,
+            f"{_f(cancel.get('time_to_free_ms'), 1, ' ms')}, {steps} decode steps from the close, "
+            f"{from_detection} from detection ({_f(cancel.get('detected_after_ms'), 1, ' ms')} after it)",
+            "within 2 decode steps of detection",
+            _judge(from_detection, from_detection <= 2) if judged_variant and from_detection is not None else None,
+            cmd,
         ))
     fair = result.get("fairness", {})
     if fair:

@@ -121,3 +121,20 @@ def test_arrival_replay_scores_the_phase_prediction_better_for_a_clock_and_the_s
     relative = replay("relative", 0.01, arrivals=1500, seed=1)
     assert abs(relative["policy"]["wait_bound_p99_ms"] - relative["spacing"]["wait_bound_p99_ms"]) < 0.5
     assert relative["policy"]["unanticipated"] == relative["spacing"]["unanticipated"] == 0.0
+
+
+def test_cancellation_steps_are_counted_from_the_close_and_from_the_first_failed_delivery() -> None:
+    from bench.engine import cancellation_figures
+
+    # (time s, active slots, decode steps, replies dropped): closed at 1.0; the server's first
+    # failed delivery shows at 1.012 (after step 13 ran), every slot is free at 1.020 (step 15)
+    samples = [(0.99, 32, 10, 0), (1.004, 32, 11, 0), (1.010, 32, 13, 0), (1.012, 20, 13, 12),
+               (1.016, 3, 14, 30), (1.020, 0, 15, 32), (1.030, 0, 15, 32)]
+    figures = cancellation_figures(samples, closed_at=1.0, clients=32)
+    assert figures["slots_freed"] == 32 and figures["active_at_close"] == 32
+    assert figures["decode_steps_to_free"] == 5  # 15 - 10: from the close
+    assert figures["decode_steps_from_detection"] == 2  # 15 - 13: from the sample before the first drop
+    assert figures["time_to_free_ms"] == pytest.approx(20.0) and figures["detected_after_ms"] == pytest.approx(12.0)
+    never = cancellation_figures([(0.99, 4, 1, 0), (1.01, 4, 2, 0)], closed_at=1.0, clients=4)
+    assert never["decode_steps_from_detection"] is None and never["time_to_free_ms"] is None
+    assert never["slots_freed"] == 0
