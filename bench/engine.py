@@ -254,7 +254,7 @@ def cancellation_figures(
     dropped_at_close = before[-1][3] if before else 0
     detected = next((i for i, s in enumerate(samples) if s[0] > closed_at and s[3] > dropped_at_close), None)
     # the sample before the first drop was seen: the drop happened after it
-    steps_at_detection = samples[detected - 1][2] if detected else None
+    steps_at_detection = samples[detected - 1][2] if detected is not None and detected > 0 else None
     detected_ms = (samples[detected][0] - closed_at) * 1000.0 if detected is not None else None
     return {
         "clients": clients,

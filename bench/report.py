@@ -374,7 +374,7 @@ def _engine_stage_figures(result: Mapping[str, Any], suffix: str, judged_variant
             f"{_f(cancel.get('time_to_free_ms'), 1, ' ms')}, {steps} decode steps from the close, "
             f"{from_detection} from detection ({_f(cancel.get('detected_after_ms'), 1, ' ms')} after it)",
             "within 2 decode steps of detection",
-            _judge(from_detection, from_detection <= 2) if judged_variant and from_detection is not None else None,
+            from_detection <= 2 if judged_variant and from_detection is not None else None,
             cmd,
         ))
     fair = result.get("fairness", {})

@@ -42,6 +42,7 @@ PolicyLoader = Callable[..., ActPolicy]
 GeneratorLoader = Callable[..., Generator]
 
 _IDLE_WAIT_S = 0.05
+_DECODE = Decision(Unit.DECODE)  # what a decode step's time is charged as (launched, awaited, finished)
 _GPU_MEMORY_EVERY_S = 1.0
 
 
@@ -247,10 +248,10 @@ class InferenceLoop:
                 generation.admit(self.policy.admissions(generation.free_slots()))
             self.state.generation_active = len(generation.active) if generation is not None else 0
             self.state.generation_waiting = len(self.policy.generation)
-            step_in_flight = generation is not None and generation.step is not None
-            if step_in_flight and generation is not None and generation.step_done():
-                self.policy.charge(Decision(Unit.DECODE), generation.finish_step())
+            if generation is not None and generation.step is not None and generation.step_done():
+                self.policy.charge(_DECODE, generation.finish_step())
                 continue
+            step_in_flight = generation is not None and generation.step is not None
             ready = generation.ready() if generation is not None else ReadyWork()
             decision = self.policy.schedule(ready, step_in_flight=step_in_flight, now_s=time.perf_counter())
             if decision.unit is Unit.IDLE:
@@ -262,7 +263,7 @@ class InferenceLoop:
                 assert generation is not None
                 charge_s = generation.await_step(self._wait_inbox)
                 if charge_s is not None:
-                    self.policy.charge(Decision(Unit.DECODE), charge_s)
+                    self.policy.charge(_DECODE, charge_s)
                 continue
             if decision.unit is Unit.DECODE and self.policy.overlap:
                 self._launch_step()  # in flight; acts may run beside it before it is finished
@@ -295,7 +296,7 @@ class InferenceLoop:
         assert generation is not None
         failed_s = generation.launch_step(watch_sync=self.policy.launch_beside_acts)
         if failed_s is not None:
-            self.policy.charge(Decision(Unit.DECODE), failed_s)
+            self.policy.charge(_DECODE, failed_s)
         if generation.launches_synchronous:  # the launch computes the step (CPU): keep the old order
             self.policy.launch_beside_acts = False
 
