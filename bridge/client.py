@@ -40,6 +40,7 @@ from bridge.messages import (
 )
 from bridge.ops import OpCall, OpSurface
 from bridge.protocol import OP_CANCEL
+from bridge.socket_frames import NOBLOCK, recv_frames, send_frames, wait_readable
 
 logger = logging.getLogger(__name__)
 
@@ -155,18 +156,18 @@ class BridgeClient(OpSurface):
         frames = build_request(request_id, op, args, deadline_ms, self.auth, self.frame_threshold_bytes)
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         start = time.perf_counter()
-        self._socket.send_multipart([b"", *frames], copy=False)
+        send_frames(self._socket, [b"", *frames])
         deadline = start + timeout_s
         finished = False
         try:
             while True:
                 remaining_ms = (deadline - time.perf_counter()) * 1000.0
-                if remaining_ms <= 0 or not self._socket.poll(max(1, int(remaining_ms)), zmq.POLLIN):
+                if remaining_ms <= 0 or not wait_readable(self._socket, max(1, int(remaining_ms))):
                     self._send_cancel(request_id)  # the server may be alive but slow: free its work
                     finished = True
                     self._reset_socket()
                     raise BridgeTimeout(f"no reply to {op!r} from {self.endpoint} within {timeout_s:.3g} s")
-                reply_id, header = parse_reply(self._socket.recv_multipart(copy=False))
+                reply_id, header = parse_reply(recv_frames(self._socket, NOBLOCK))
                 if reply_id != request_id:
                     logger.debug("discarding stale reply id=%r (waiting for %r)", reply_id, request_id)
                     continue
@@ -189,7 +190,7 @@ class BridgeClient(OpSurface):
         """Fire-and-forget ``cancel`` of ``request_id``; its reply is discarded as a stale id."""
         frames = build_request(next(self._ids), OP_CANCEL, {"id": request_id}, None, self.auth, None)
         try:
-            self._socket.send_multipart([b"", *frames], zmq.NOBLOCK)
+            send_frames(self._socket, [b"", *frames], NOBLOCK)
         except zmq.ZMQError as exc:
             logger.debug("could not send cancel for %r: %s", request_id, exc)
 

@@ -50,6 +50,7 @@ from bridge.protocol import (
     error_header,
     success_header,
 )
+from bridge.socket_frames import NOBLOCK, input_pending, recv_frames, send_frames
 from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
 from models.model_kinds import SIMULATED_KIND
@@ -177,13 +178,16 @@ class InferenceServer:
         self._sock = sock
         poller = zmq.Poller()
         poller.register(sock.getsockopt(zmq.FD), zmq.POLLIN)  # edge-like: EVENTS is checked below
-        poller.register(self.outbox.wake_fd, zmq.POLLIN)
+        wake_fd = self.outbox.wake_fd
+        poller.register(wake_fd, zmq.POLLIN)
         try:
             while not (self._stop_requested.is_set() and not self.loop.alive):
                 with self._io_lock:
-                    input_pending = self._serve_socket(sock)
-                if not input_pending:
-                    poller.poll(100)
+                    pending = self._serve_socket(sock)
+                if not pending:
+                    for fd, _ in poller.poll(100):
+                        if fd == wake_fd:
+                            self.outbox.clear_wake()  # (only this thread reads the pipe)
             with self._io_lock:
                 self._flush(sock)
         finally:
@@ -195,15 +199,17 @@ class InferenceServer:
         """Read a bounded burst, send what is queued; -> True when input is still waiting.
         (``ZMQ_FD`` only signals changes: it is safe to wait on it once EVENTS shows no input.)"""
         for _ in range(_RECV_BURST):
+            if not input_pending(sock):  # (no zmq.Again raised at the end of every burst)
+                break
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock, NOBLOCK)
             except zmq.Again:
                 break
             self._on_message(sock, frames)
         self._flush(sock)
-        input_pending = _input_pending(sock)
+        pending = input_pending(sock)
         self._submit_held()  # last, so that the woken loop does not wait for this thread's GIL
-        return input_pending
+        return pending
 
     def _hold(self, work: Work) -> None:
         """Submit the previously held work and hold ``work`` until the end of this read burst."""
@@ -226,7 +232,7 @@ class InferenceServer:
             if sock is None:
                 return False
             self._flush(sock)
-            if _input_pending(sock):  # the send may have taken the FD's signal: the I/O thread reads
+            if input_pending(sock):  # the send may have taken the FD's signal: the I/O thread reads
                 self.outbox.wake()
             return True
         finally:
@@ -244,7 +250,7 @@ class InferenceServer:
 
     def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> bool:
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(sock, frames, NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH) or its queue full (EAGAIN)
             reason = "send_queue_full" if exc.errno == errno.EAGAIN else "peer_gone"
             self.replies_dropped[reason] += 1
@@ -265,7 +271,10 @@ class InferenceServer:
 
     def _on_message(self, sock: zmq.Socket[Any], frames: list[zmq.Frame]) -> None:
         received_s = time.perf_counter()
-        split = next((i for i, f in enumerate(frames) if len(f) == 0), None)
+        if len(frames) > 1 and len(frames[1]) == 0 and len(frames[0]):  # a DEALER's: [identity, b"", ...]
+            split: int | None = 1
+        else:  # through proxies: identities, then the delimiter
+            split = next((i for i, f in enumerate(frames) if len(f) == 0), None)
         if split is None or split == 0:
             # no delimiter: answer the sender (first identity) so a buggy DEALER learns why
             envelope: list[bytes] = [frames[0].bytes]
@@ -281,7 +290,7 @@ class InferenceServer:
         if not body:
             self._reply_error(sock, envelope, None, ProtocolError(ErrorCode.BAD_REQUEST, "message has no header frame"))
             return
-        size = sum(len(f) for f in body)
+        size = sum(map(len, body))
         header: Any = None
         try:
             if size > self.config.server.max_message_bytes:
@@ -489,10 +498,6 @@ class InferenceServer:
         if policy is None or policy.stats is None:
             raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "no policy is loaded")
         return policy.stats
-
-
-def _input_pending(sock: zmq.Socket[Any]) -> bool:
-    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _admission_limits(config: BridgeConfig) -> AdmissionLimits:

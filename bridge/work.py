@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 ClientKey = tuple[bytes, ...]  # the routing envelope identifies the client
 
 
-@dataclass
+@dataclass(slots=True)
 class Work:
     """One admitted request. ``payload`` is an Observation, a GenerationRequest or a session."""
 
@@ -53,7 +53,7 @@ class Work:
         return self.deadline_s is not None and now_s > self.deadline_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     client: ClientKey
     frames: list[Buffer]  # envelope + b"" + header + buffers
@@ -97,18 +97,21 @@ class Outbox:
         if direct_send is None or not direct_send():
             self.wake()
 
-    def drain(self) -> list[Outgoing]:
+    def clear_wake(self) -> None:
+        """Empty the wake pipe (the I/O thread, after its poller saw ``wake_fd`` readable)."""
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    def drain(self) -> list[Outgoing]:
+        """The queued replies (one thread at a time: the server's I/O lock)."""
+        q = self._queue
         items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
+        while not q.empty():
+            items.append(q.get_nowait())
+        return items
 
     def success(self, work: Work, result: Any) -> None:
         now = time.perf_counter()

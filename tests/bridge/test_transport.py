@@ -17,7 +17,7 @@ from bridge.client import BridgeClient
 from bridge.errors import BridgeError, BridgeTimeout
 from bridge.protocol import ErrorCode
 from bridge.server import InferenceServer
-from tests.bridge.raw import ndarray
+from tests.bridge.raw import RawDealer, ndarray
 from tests.conftest import StartServer, server_config
 from tests.doubles import EchoPolicy
 
@@ -280,3 +280,24 @@ def test_max_wait_ms_lets_a_batch_wait_for_stragglers(
 
     sizes = asyncio.run(run())
     assert sizes[0] == expected_batch  # 0: the lone request never waits; 300 ms: it waits for company
+
+
+def test_the_io_thread_sleeps_again_after_being_woken_to_send(start_server: StartServer) -> None:
+    """Pipelined requests are answered through the Outbox's wake pipe (more than a few in flight:
+    the I/O thread sends); the I/O thread must empty the pipe, or its poller returns at once
+    forever and it spins on a core while the server is idle."""
+    server = start_server()
+    ctx = zmq.Context()
+    dealer = RawDealer(ctx, server.endpoint)
+    try:
+        for i in range(16):
+            dealer.send({"v": 1, "id": i, "op": "act", "args": {"image": ndarray(image(i))}})
+        assert sorted(dealer.recv()["id"] for _ in range(16)) == list(range(16))
+        time.sleep(0.2)  # the last replies are flushed
+        cpu_before_s, wall_before_s = time.process_time(), time.perf_counter()
+        time.sleep(1.0)
+        idle_cpu = (time.process_time() - cpu_before_s) / (time.perf_counter() - wall_before_s)
+        assert idle_cpu < 0.25, f"the idle server used {idle_cpu:.0%} of a core"
+    finally:
+        dealer.close()
+        ctx.term()
