@@ -79,7 +79,7 @@ class _FrameCollector:
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
         if self.threshold is not None and arr.nbytes >= self.threshold:
-            self.frames.append(memoryview(arr.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+            self.frames.append(_flat_bytes(arr))
             return {
                 _K_NDARRAY: True,
                 b"dtype": arr.dtype.str,
@@ -94,6 +94,15 @@ class _FrameCollector:
             self.frames.append(image.data)
             return {_K_IMAGE: image.format, b"frame": len(self.frames) - 1}
         return {_K_IMAGE: image.format, b"data": bytes(image.data)}
+
+
+def _flat_bytes(arr: np.ndarray) -> memoryview:
+    """A C-contiguous array's bytes as a flat memoryview (no copy). The buffer protocol's own cast
+    where numpy exports the dtype (one C call); else through a uint8 view (datetime64, str)."""
+    try:
+        return memoryview(arr).cast("B")  # type: ignore[arg-type]
+    except (TypeError, ValueError, NotImplementedError):
+        return memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def encode_message(
@@ -112,17 +121,13 @@ def encode_message(
 
 
 _BIN_KEYS = {k: k.encode() for k in (NDARRAY_KEY, NPGENERIC_KEY, IMAGE_KEY, "data", "frame", "dtype", "shape")}
+_MISSING = object()
 
 
 def _get(obj: dict[Any, Any], key: str) -> Any:
-    """Field lookup accepting the key as msgpack str or bin."""
-    if key in obj:
-        return obj[key]
-    return obj.get(_BIN_KEYS[key])
-
-
-def _has(obj: dict[Any, Any], key: str) -> bool:
-    return key in obj or _BIN_KEYS[key] in obj
+    """Field lookup accepting the key as msgpack str or bin (the str form wins); ``_MISSING`` when absent."""
+    value = obj.get(key, _MISSING)
+    return obj.get(_BIN_KEYS[key], _MISSING) if value is _MISSING else value
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,7 +143,10 @@ def _parse_dtype(raw: str) -> np.dtype[Any]:
 
 
 class _Materializer:
-    """msgpack ``object_hook`` that builds arrays and encoded images from their maps."""
+    """msgpack ``object_hook`` that builds arrays and encoded images from their maps.
+
+    It runs for every map of every header (both ways), so a plain map costs two dict lookups per
+    marker and no further call: per request this is most of the decoding's Python."""
 
     def __init__(self, buffers: Sequence[Buffer], max_array_bytes: int) -> None:
         self.buffers = buffers
@@ -147,11 +155,11 @@ class _Materializer:
 
     def __call__(self, obj: dict[Any, Any]) -> Any:
         try:
-            if _has(obj, NDARRAY_KEY):
+            if _K_NDARRAY in obj or NDARRAY_KEY in obj:
                 return self._array(obj)
-            if _has(obj, IMAGE_KEY):
+            if _K_IMAGE in obj or IMAGE_KEY in obj:
                 return self._image(obj)
-            if _has(obj, NPGENERIC_KEY):
+            if _K_NPGENERIC in obj or NPGENERIC_KEY in obj:
                 return self._scalar(obj)
         except ProtocolError as exc:
             if self.error is None:
@@ -159,16 +167,14 @@ class _Materializer:
         return obj
 
     def _payload(self, obj: dict[Any, Any], what: str) -> Buffer:
-        has_data, has_frame = _has(obj, "data"), _has(obj, "frame")
-        if has_data == has_frame:
+        data, index = _get(obj, "data"), _get(obj, "frame")
+        if (data is _MISSING) == (index is _MISSING):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: exactly one of 'data' or 'frame' is required")
-        if has_data:
-            data = _get(obj, "data")
+        if data is not _MISSING:
             if not isinstance(data, bytes):
                 raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'data' must be bin, got {type(data).__name__}")
             return data
-        index = _get(obj, "frame")
-        if isinstance(index, bool) or not isinstance(index, int):
+        if type(index) is not int:  # (msgpack gives exact ints; a bool is no frame index)
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: 'frame' must be an int, got {quote(index)}")
         if not 0 <= index < len(self.buffers):
             raise ProtocolError(
@@ -182,22 +188,27 @@ class _Materializer:
         if isinstance(raw, bytes):
             raw = raw.decode("ascii", "replace")
         if not isinstance(raw, str) or len(raw) > 16:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {quote(raw)}")
+            shown = None if raw is _MISSING else raw
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"array: 'dtype' must be a numpy dtype string, got {quote(shown)}"
+            )
         return _parse_dtype(raw)
 
     def _array(self, obj: dict[Any, Any]) -> np.ndarray:
         dtype = self._dtype(obj)
         shape = _get(obj, "shape")
         if not isinstance(shape, (list, tuple)) or len(shape) > MAX_NDIM:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {quote(shape)}")
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST, f"array: 'shape' must hold non-negative ints, got {quote(shape)}"
-            )
+            shown = None if shape is _MISSING else shape
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {quote(shown)}")
+        for d in shape:
+            if type(d) is not int or d < 0:  # (a bool is no extent)
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"array: 'shape' must hold non-negative ints, got {quote(shape)}"
+                )
         expected_bytes = math.prod(shape) * dtype.itemsize
         # a zero dim makes the product 0 whatever the others are: bound every dim as well, so
         # no later reshape/astype meets an extent numpy cannot represent
-        extent_bytes = math.prod(max(d, 1) for d in shape) * dtype.itemsize
+        extent_bytes = math.prod([max(d, 1) for d in shape]) * dtype.itemsize if 0 in shape else expected_bytes
         if extent_bytes > self.max_array_bytes:
             raise ProtocolError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
@@ -227,7 +238,8 @@ class _Materializer:
         return EncodedImage(fmt, data)
 
     def _scalar(self, obj: dict[Any, Any]) -> Any:
-        return npgeneric_value(self._dtype(obj), _get(obj, "data"))
+        data = _get(obj, "data")
+        return npgeneric_value(self._dtype(obj), None if data is _MISSING else data)
 
 
 # numpy scalar kind -> the msgpack types its 'data' may have (openpi packs ``obj.item()``)
@@ -279,7 +291,8 @@ def decode_header(
     a header costs at most ``bounds.max_objects`` small objects plus its str/bin payloads.
     Raises HeaderError (a ProtocolError) carrying whatever was decoded.
     """
-    check_header_structure(header_bytes, bounds)
+    if len(header_bytes) > bounds.scan_above_bytes:  # (smaller ones are bounded by their size)
+        check_header_structure(header_bytes, bounds)
     materialize = _Materializer(buffers, max_array_bytes)
     try:
         header = msgpack.unpackb(

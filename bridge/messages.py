@@ -18,6 +18,14 @@ from bridge.quoting import quote
 
 # replies come from a trusted server, but keep a bound anyway
 _MAX_REPLY_ARRAY_BYTES = 1 << 31
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _float32_array(value: Any) -> np.ndarray:
+    """``value`` as a float32 array: as it is when it already is one (the decoded reply's view)."""
+    if type(value) is np.ndarray and value.dtype is _FLOAT32:
+        return value
+    return np.asarray(value, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,8 @@ class ActResult:
 
     @classmethod
     def from_reply(cls, reply: Reply) -> ActResult:
-        actions = np.asarray(reply.result["actions"], dtype=np.float32)
-        action = np.asarray(reply.result.get("action", actions[0]), dtype=np.float32)
+        actions = _float32_array(reply.result["actions"])
+        action = _float32_array(reply.result["action"] if "action" in reply.result else actions[0])
         return cls(actions, action, reply.timing, reply.round_trip_ms)
 
 

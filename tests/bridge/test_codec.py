@@ -14,7 +14,8 @@ from bridge.protocol import ErrorCode, ProtocolError
 
 LIMIT = 1 << 24
 
-dtypes = st.sampled_from(["<f4", "<f8", "|u1", "<i2", "<i4", "<i8", "<u2", "|b1", ">f4", "<f2"])
+# (datetime64 and str arrays have no buffer format memoryview can cast: the encoder takes its uint8-view path)
+dtypes = st.sampled_from(["<f4", "<f8", "|u1", "<i2", "<i4", "<i8", "<u2", "|b1", ">f4", "<f2", "<M8[s]", "<U3"])
 arrays = dtypes.flatmap(
     lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6))
 )
