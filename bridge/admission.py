@@ -12,7 +12,6 @@ for the HTTP companion that carries many callers) and in bytes of admitted, unan
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -44,14 +43,15 @@ class Admission:
 
     def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
-        self._count: Counter[ClientKey] = Counter()
-        self._bytes: Counter[ClientKey] = Counter()
+        self._count: dict[ClientKey, int] = {}  # (plain dicts: a Counter's missing key is a Python call)
+        self._bytes: dict[ClientKey, int] = {}
         self.total = 0
         self.total_bytes = 0
         self.refused = 0
 
     def client(self, envelope: Sequence[bytes]) -> ClientKey:
-        return client_key(envelope, self.limits.trusted_proxies)
+        trusted = self.limits.trusted_proxies
+        return client_key(envelope, trusted) if trusted else (envelope[0],)
 
     def per_client_limit(self, client: ClientKey) -> int:
         """An allowance named ``x`` applies to the routing id ``x`` and to ``x/<anything>``."""
@@ -70,22 +70,25 @@ class Admission:
             self._refuse(
                 f"server queue is full ({self.total_bytes} bytes in flight, limit {limits.max_inflight_bytes})"
             )
-        per_client = self.per_client_limit(client)
-        if self._count[client] >= per_client:
-            self._refuse(f"this client has {self._count[client]} requests in flight, limit {per_client}")
+        per_client = self.per_client_limit(client) if limits.allowances else limits.max_inflight_per_client
+        count = self._count.get(client, 0)
+        if count >= per_client:
+            self._refuse(f"this client has {count} requests in flight, limit {per_client}")
         self.total += 1
         self.total_bytes += nbytes
-        self._count[client] += 1
-        self._bytes[client] += nbytes
+        self._count[client] = count + 1
+        self._bytes[client] = self._bytes.get(client, 0) + nbytes
 
     def release(self, client: ClientKey, nbytes: int) -> None:
         self.total -= 1
         self.total_bytes -= nbytes
-        self._count[client] -= 1
-        self._bytes[client] -= nbytes
-        if self._count[client] <= 0:
-            del self._count[client]
-            del self._bytes[client]
+        count = self._count.get(client, 0) - 1
+        if count <= 0:
+            self._count.pop(client, None)
+            self._bytes.pop(client, None)
+        else:
+            self._count[client] = count
+            self._bytes[client] -= nbytes
 
     def _refuse(self, message: str) -> None:
         self.refused += 1

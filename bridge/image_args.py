@@ -15,6 +15,7 @@ from bridge.protocol import ErrorCode, ProtocolError
 from bridge.quoting import quote
 
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
+_UINT8 = np.dtype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,10 @@ def image_from_arg(field: str, value: Any, limits: ImageLimits) -> np.ndarray:
     if isinstance(value, EncodedImage):
         return decode_encoded(field, value, limits)
     if isinstance(value, np.ndarray):
-        if value.dtype == np.uint8 and value.ndim == 3 and value.shape[0] == 3 and value.shape[2] != 3:
+        uint8 = value.dtype is _UINT8 or value.dtype == np.uint8  # (the singleton first: == converts np.uint8)
+        if uint8 and value.ndim == 3 and value.shape[0] == 3 and value.shape[2] != 3:
             value = np.ascontiguousarray(value.transpose(1, 2, 0))  # channels-first (3, H, W), unambiguous
-        if value.dtype != np.uint8 or value.ndim != 3 or value.shape[2] != 3:
+        if not uint8 or value.ndim != 3 or value.shape[2] != 3:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST,
                 f"{field}: expected an (H, W, 3) uint8 RGB array (or channels-first (3, H, W) with W != 3), "
@@ -131,5 +133,7 @@ def contains_encoded_image(value: Any, depth: int = 0) -> bool:
     if isinstance(value, EncodedImage):
         return True
     if depth < 3 and isinstance(value, dict):
-        return any(contains_encoded_image(v, depth + 1) for v in value.values())
+        for item in value.values():  # (a loop, not any(genexpr): this runs for every request)
+            if isinstance(item, EncodedImage) or (isinstance(item, dict) and contains_encoded_image(item, depth + 1)):
+                return True
     return False

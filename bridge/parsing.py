@@ -35,6 +35,7 @@ _MAX_SESSION_CHARS = 256
 _MAX_CAMERAS = 16
 _MAX_PROPRIO = 4096
 _MAX_TEXT_CHARS = 4096
+_ACT_ARG_NAMES = frozenset(ACT_ARGS)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def _tactile(args: Mapping[str, Any], limits: ImageLimits) -> tuple[np.ndarray |
 def parse_act(
     args: Mapping[str, Any], default_camera: str, limits: ImageLimits, max_instruction_chars: int
 ) -> Observation:
-    unknown = sorted(map(str, set(args) - set(ACT_ARGS)))
-    if unknown:
+    if not args.keys() <= _ACT_ARG_NAMES:
+        unknown = sorted(map(str, set(args) - _ACT_ARG_NAMES))
         raise _bad(f"args: unknown key(s) {unknown} for 'act'; it takes {list(ACT_ARGS)}")
     has_image, has_images = args.get("image") is not None, args.get("images") is not None
     if has_image == has_images:
