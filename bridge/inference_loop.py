@@ -44,6 +44,7 @@ GeneratorLoader = Callable[..., Generator]
 _IDLE_WAIT_S = 0.05
 _DECODE = Decision(Unit.DECODE)  # what a decode step's time is charged as (launched, awaited, finished)
 _GPU_MEMORY_EVERY_S = 1.0
+_NOTHING_READY = ReadyWork()  # what the loop reports without a generator
 
 
 @dataclass(frozen=True)
@@ -246,13 +247,14 @@ class InferenceLoop:
             generation = self._generation
             if generation is not None and self.policy.generation:
                 generation.admit(self.policy.admissions(generation.free_slots()))
-            self.state.generation_active = len(generation.active) if generation is not None else 0
-            self.state.generation_waiting = len(self.policy.generation)
+            if generation is not None:
+                self.state.generation_active = len(generation.active)
+                self.state.generation_waiting = len(self.policy.generation)
             if generation is not None and generation.step is not None and generation.step_done():
                 self.policy.charge(_DECODE, generation.finish_step())
                 continue
             step_in_flight = generation is not None and generation.step is not None
-            ready = generation.ready() if generation is not None else ReadyWork()
+            ready = generation.ready() if generation is not None else _NOTHING_READY
             decision = self.policy.schedule(ready, step_in_flight=step_in_flight, now_s=time.perf_counter())
             if decision.unit is Unit.IDLE:
                 if decision.hold_until_s is not None:  # acts hold for a periodic client due then
@@ -370,6 +372,8 @@ class InferenceLoop:
             elif work.expired(now_s):
                 self._end(work, ProtocolError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed during generation"))
         for waiting in (self.policy.acts, self.policy.generation):
+            if not waiting.queues:
+                continue
             ended = False
             for work in waiting:
                 if work.done:
@@ -398,9 +402,11 @@ class InferenceLoop:
         """With ``max_wait_ms`` > 0 and no generation running, let a small batch grow until its oldest
         request waited that long. -> True when it grew (the batch is put back to be re-decided)."""
         max_wait_s = self.config.batching.max_wait_ms / 1000.0
+        if max_wait_s <= 0:  # (the default: lowest latency)
+            return False
         batch = decision.batch
         generating = self._generation is not None and bool(self._generation.active)
-        if max_wait_s <= 0 or generating or len(batch) >= self.config.batching.max_batch:
+        if generating or len(batch) >= self.config.batching.max_batch:
             return False
         deadline_s = min(w.received_s for w in batch) + max_wait_s
         grew = False

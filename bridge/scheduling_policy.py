@@ -64,8 +64,9 @@ each call returns one decision, and the loop charges the decision's measured tim
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 from bridge.act_anticipation import Anticipation
@@ -110,18 +111,25 @@ class _FairPair:
         earlier than the class that kept running), but a class that went idle only for a moment
         (a closed-loop client turning its replies around) keeps the debt of the service it just
         had. When neither class has work, both start level (a busy period ended: debts forgiven)."""
-        busy = (busy_first, busy_second)
-        if not any(busy):
-            if any(self._was_busy):
-                top = max(self.vtime)
+        was_first, was_second = self._was_busy
+        vtime = self.vtime
+        if not (busy_first or busy_second):
+            if was_first or was_second:
+                top = max(vtime)
                 self.vtime = [top, top]
             self._was_busy = [False, False]
             return None
-        running = [self.vtime[i] for i in (0, 1) if self._was_busy[i]]
-        system = min(running) if running else max(self.vtime)
-        for i in (0, 1):
-            if busy[i] and not self._was_busy[i]:
-                self.vtime[i] = max(self.vtime[i], system)
+        if (busy_first and not was_first) or (busy_second and not was_second):  # a class (re-)enters
+            if was_first and was_second:
+                system = min(vtime)
+            elif was_first or was_second:
+                system = vtime[0] if was_first else vtime[1]
+            else:
+                system = max(vtime)
+            if busy_first and not was_first:
+                vtime[0] = max(vtime[0], system)
+            if busy_second and not was_second:
+                vtime[1] = max(vtime[1], system)
         self._was_busy = [busy_first, busy_second]
         if busy_first and busy_second:
             return 0 if self.vtime[0] <= self.vtime[1] else 1
@@ -152,9 +160,8 @@ class _ClientQueues:
     def __len__(self) -> int:
         return sum(map(len, self.queues.values()))
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        for queue in self.queues.values():
-            yield from queue
+    def __iter__(self) -> Iterator[Work]:
+        return itertools.chain.from_iterable(self.queues.values())
 
     def prune(self, drop: Callable[[Work], bool]) -> None:
         """Remove work for which ``drop`` says so (it has been answered elsewhere)."""
@@ -250,7 +257,7 @@ class SchedulingPolicy:
         return self.anticipation.holds
 
     def has_waiting(self) -> bool:
-        return bool(self.acts or self.generation or self.control)
+        return bool(self.acts.queues or self.generation.queues or self.control)
 
     def admissions(self, free_slots: int) -> list[Work]:
         """Generation requests to admit into the free slots now (cheap: no device work)."""
@@ -262,11 +269,11 @@ class SchedulingPolicy:
         With ``step_in_flight`` (a launched decode step not yet finished): an act batch to run
         beside it, or FINISH_DECODE. ``now_s`` (perf_counter) enables anticipating periodic clients."""
         if step_in_flight:
-            if self._act_vs_gen.pick(bool(self.acts), True) == 0:
+            if self._act_vs_gen.pick(bool(self.acts.queues), True) == 0:
                 batch = self._act_batch(now_s)
                 return Decision(Unit.ACT, tuple(batch)) if batch else Decision(Unit.FINISH_DECODE)
             return Decision(Unit.FINISH_DECODE)
-        choice = self._act_vs_gen.pick(bool(self.acts), ready.any)
+        choice = self._act_vs_gen.pick(bool(self.acts.queues), ready.any)
         if choice is None:
             return Decision(Unit.IDLE)
         if choice == 0:
@@ -281,7 +288,15 @@ class SchedulingPolicy:
 
     def _act_batch(self, now_s: float | None = None) -> list[Work]:
         """The next act batch; empty when the acts hold for a periodic client (``anticipation.hold_until_s``)."""
-        head = next(iter(self.acts.queues.values()))[0]
+        queues = self.acts.queues
+        if len(queues) == 1:
+            client, queue = next(iter(queues.items()))
+            if len(queue) == 1:  # one client with one act: a light row alone is the batch (as below)
+                del queues[client]
+                self.anticipation.hold_until_s = None
+                self._skipped.clear()
+                return [queue[0]]
+        head = next(iter(queues.values()))[0]
         key = self._batch_key(head)
 
         def same(work: Work) -> bool:

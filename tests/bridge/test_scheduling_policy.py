@@ -328,3 +328,69 @@ def test_an_irregular_client_is_not_anticipated_and_holding_is_capped() -> None:
                 crowd.add_act(arriving(b"flood", 1000 + i, now))
     assert crowd.holds > 0
     assert held_s <= 0.1 * 1.0 + 0.05 + 1e-9, held_s  # the share plus the banked allowance
+
+
+class _ReferenceFairPair:
+    """The start-time fair queuing re-entry rule written plainly (as _FairPair.pick first was)."""
+
+    def __init__(self, weight_first: float) -> None:
+        self.weights = (max(weight_first, 1e-6), max(1.0 - weight_first, 1e-6))
+        self.vtime = [0.0, 0.0]
+        self.was_busy = [False, False]
+
+    def pick(self, busy_first: bool, busy_second: bool) -> int | None:
+        busy = (busy_first, busy_second)
+        if not any(busy):
+            if any(self.was_busy):
+                self.vtime = [max(self.vtime)] * 2
+            self.was_busy = [False, False]
+            return None
+        running = [self.vtime[i] for i in (0, 1) if self.was_busy[i]]
+        system = min(running) if running else max(self.vtime)
+        for i in (0, 1):
+            if busy[i] and not self.was_busy[i]:
+                self.vtime[i] = max(self.vtime[i], system)
+        self.was_busy = list(busy)
+        if busy_first and busy_second:
+            return 0 if self.vtime[0] <= self.vtime[1] else 1
+        return 0 if busy_first else 1
+
+
+def test_fair_pair_picks_as_the_plain_start_time_fair_queuing_rule() -> None:
+    from bridge.scheduling_policy import _FairPair
+
+    rng = random.Random(7)
+    for weight in (0.65, 0.5, 0.1):
+        fast, reference = _FairPair(weight), _ReferenceFairPair(weight)
+        for _ in range(5000):
+            busy = (rng.random() < 0.7, rng.random() < 0.6)
+            choice = fast.pick(*busy)
+            assert choice == reference.pick(*busy)
+            assert fast.vtime == reference.vtime
+            if choice is not None:
+                cost_s = rng.choice((0.0, 0.001, 0.005, 0.02))
+                fast.charge(choice, cost_s)
+                reference.vtime[choice] += cost_s / reference.weights[choice]
+
+
+def test_a_lone_act_is_its_own_batch_and_clears_what_an_earlier_batch_left() -> None:
+    policy = SchedulingPolicy(max_batch=4, vlm_min_share=0.3, admission_share=0.5, max_batch_ms=5.0)
+    policy.charge(Decision(Unit.ACT, (work(b"x", 0), work(b"x", 1))), 0.010)  # 2 rows: 10 ms, over the budget
+    policy.acts.push(work(b"polite", 0))
+    for i in range(3):
+        policy.acts.push(work(b"flood", i))
+    first = policy.schedule(ReadyWork())
+    assert [w.client for w in first.batch] == [(b"polite",)]  # the light row alone: the flooder is skipped
+    lone = work(b"other", 0)
+    policy.acts.queues.clear()
+    policy.acts.push(lone)
+    assert policy.schedule(ReadyWork()).batch == (lone,)
+    assert not policy.acts and not policy.acts.queues
+    for i in range(3):  # the flooder skipped before the lone batch is not carried over as light
+        policy.acts.push(work(b"flood", 10 + i))
+    policy.acts.push(work(b"polite", 1))
+    policy.acts.push(work(b"polite", 2))
+    batch = policy.schedule(ReadyWork()).batch
+    # both backlogged, one row each (the budget's floor); a stale skip would make the flooder light
+    # and its row alone the batch (the light row's estimate leaves no room for a heavy one)
+    assert sorted(w.client for w in batch) == [(b"flood",), (b"polite",)]
