@@ -1,6 +1,6 @@
 """Where one client's ``act`` round trip goes, hop by hop (a diagnosis tool, not a benchmark).
 
-    python -m bench.request_hops [--rounds 400] [--batch-ms 0] [--frame 224]
+    python -m bench.request_hops [--rounds 400] [--batch-ms 0] [--frame 224] [--pause-ms 0]
 
 Runs the real ``InferenceServer`` (benchmark null policy, optionally a flat ``--batch-ms``
 forward) in a spawned process whose request path is wrapped with ``time.perf_counter_ns``
@@ -11,6 +11,8 @@ one clock for both processes, so the client's send/receive stamps line up with t
     → reply queued → I/O drain → sent → client receive
 
 The wrappers add about a microsecond per hop; the figures are p50 per hop in microseconds.
+``--pause-ms`` makes the client sleep between requests, as a simulator steps between acts (and
+as the rotating transport benchmark does): every hop then runs on cold caches.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
     out.put(stamps)
 
 
-def run(rounds: int, batch_ms: float, frame_hw: int, warmup: int = 30) -> dict[str, Any]:
+def run(rounds: int, batch_ms: float, frame_hw: int, warmup: int = 30, pause_ms: float = 0.0) -> dict[str, Any]:
     from bridge.client import BridgeClient
 
     ctx = mp.get_context("spawn")
@@ -148,6 +150,8 @@ def run(rounds: int, batch_ms: float, frame_hw: int, warmup: int = 30) -> dict[s
     with BridgeClient(endpoint, timeout_s=10) as client:
         client.hello()
         for _ in range(rounds + warmup):
+            if pause_ms > 0:
+                time.sleep(pause_ms / 1000.0)
             sent = time.perf_counter_ns()
             client.act(image=frame)
             received = time.perf_counter_ns()
@@ -169,6 +173,7 @@ def run(rounds: int, batch_ms: float, frame_hw: int, warmup: int = 30) -> dict[s
     return {
         "rounds": len(pairs),
         "batch_ms": batch_ms,
+        "pause_ms": pause_ms,
         "frame": [frame_hw, frame_hw, 3],
         "p50_us": {k: round(statistics.median(v), 1) for k, v in deltas.items()},
         "round_trip_p50_us": round(statistics.median(total), 1),
@@ -180,8 +185,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=400)
     parser.add_argument("--batch-ms", type=float, default=0.0)
     parser.add_argument("--frame", type=int, default=224)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="the client's sleep between requests")
     args = parser.parse_args()
-    print(json.dumps(run(args.rounds, args.batch_ms, args.frame), indent=2))
+    print(json.dumps(run(args.rounds, args.batch_ms, args.frame, pause_ms=args.pause_ms), indent=2))
 
 
 if __name__ == "__main__":
