@@ -167,7 +167,12 @@ class _Materializer:
         return obj
 
     def _payload(self, obj: dict[Any, Any], what: str) -> Buffer:
-        data, index = _get(obj, "data"), _get(obj, "frame")
+        get = obj.get  # (each field as str or bin key, the str form first: as _get, without its call)
+        data, index = get("data", _MISSING), get("frame", _MISSING)
+        if data is _MISSING:
+            data = get(b"data", _MISSING)
+        if index is _MISSING:
+            index = get(b"frame", _MISSING)
         if (data is _MISSING) == (index is _MISSING):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}: exactly one of 'data' or 'frame' is required")
         if data is not _MISSING:
@@ -183,8 +188,9 @@ class _Materializer:
             )
         return self.buffers[index]
 
-    def _dtype(self, obj: dict[Any, Any]) -> np.dtype[Any]:
-        raw = _get(obj, "dtype")
+    @staticmethod
+    def _dtype(raw: Any) -> np.dtype[Any]:
+        """A map's 'dtype' value (``_MISSING`` when absent) -> the dtype."""
         if isinstance(raw, bytes):
             raw = raw.decode("ascii", "replace")
         if not isinstance(raw, str) or len(raw) > 16:
@@ -195,8 +201,13 @@ class _Materializer:
         return _parse_dtype(raw)
 
     def _array(self, obj: dict[Any, Any]) -> np.ndarray:
-        dtype = self._dtype(obj)
-        shape = _get(obj, "shape")
+        get = obj.get  # (as in _payload)
+        raw_dtype, shape = get("dtype", _MISSING), get("shape", _MISSING)
+        if raw_dtype is _MISSING:
+            raw_dtype = get(b"dtype", _MISSING)
+        if shape is _MISSING:
+            shape = get(b"shape", _MISSING)
+        dtype = self._dtype(raw_dtype)
         if not isinstance(shape, (list, tuple)) or len(shape) > MAX_NDIM:
             shown = None if shape is _MISSING else shape
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"array: 'shape' must be a list of ints, got {quote(shown)}")
@@ -239,7 +250,7 @@ class _Materializer:
 
     def _scalar(self, obj: dict[Any, Any]) -> Any:
         data = _get(obj, "data")
-        return npgeneric_value(self._dtype(obj), None if data is _MISSING else data)
+        return npgeneric_value(self._dtype(_get(obj, "dtype")), None if data is _MISSING else data)
 
 
 # numpy scalar kind -> the msgpack types its 'data' may have (openpi packs ``obj.item()``)
