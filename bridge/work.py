@@ -71,6 +71,9 @@ class Outbox:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self.frame_threshold_bytes = frame_threshold_bytes
+        # a wake byte is in the pipe and the I/O thread has not taken it yet: further puts need
+        # none (a decode step of 32 streams queued 32 chunks, and wrote the pipe 32 times)
+        self._wake_pending = False
         # set by the server: sends what is queued from the calling thread when it can take the
         # socket now (-> True), else False and the I/O thread is woken instead
         self.direct_send: Callable[[], bool] | None = None
@@ -80,7 +83,10 @@ class Outbox:
         return self._read_fd
 
     def wake(self) -> None:
-        """Make ``wake_fd`` readable: the I/O thread's poller returns."""
+        """Make ``wake_fd`` readable: the I/O thread's poller returns (once until it clears it)."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:  # pipe full: the I/O thread is already awake with work to do
@@ -98,12 +104,17 @@ class Outbox:
             self.wake()
 
     def clear_wake(self) -> None:
-        """Empty the wake pipe (the I/O thread, after its poller saw ``wake_fd`` readable)."""
+        """Empty the wake pipe (the I/O thread, after its poller saw ``wake_fd`` readable, and
+        before it drains the queue). The pipe is read first and the flag cleared after: a wake
+        between the two writes nothing (the drain that follows takes its reply), whereas the other
+        order could read away a byte written after the flag was cleared and leave the flag set
+        with the pipe empty, so that no later reply woke the I/O thread."""
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._wake_pending = False
 
     def drain(self) -> list[Outgoing]:
         """The queued replies (one thread at a time: the server's I/O lock)."""
