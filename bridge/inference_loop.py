@@ -79,6 +79,7 @@ class LoopState:
             "decode_steps": 0,
             "decode_steps_overlapped": 0,  # decode steps an act batch ran beside (overlap)
             "act_holds": 0,  # times the acts held for a periodic client's act due (anticipation)
+            "admissions_deferred": 0,  # admission units put after a decode step: a periodic act was due
             "generation_cancelled": 0,
         }
     )
@@ -268,6 +269,7 @@ class InferenceLoop:
                     self.policy.charge(_DECODE, charge_s)
                 continue
             if decision.unit is Unit.DECODE and self.policy.overlap:
+                self.state.counters["admissions_deferred"] = self.policy.admissions_deferred
                 self._launch_step()  # in flight; acts may run beside it before it is finished
                 continue
             if decision.unit is Unit.ACT and not step_in_flight and self._wait_for_stragglers(decision):

@@ -76,6 +76,9 @@ from models.interfaces import ReadyWork
 
 LIGHT_BATCH_SLACK = 0.25  # heavy rows join a batch with light ones while it takes <= 1.25x the light rows' time
 PADDING_MIN_GAIN = 0.02  # a smaller bucket replaces the padded one only when it serves >= 2 % more rows/s
+# an admission unit is put after a decode step at most this often in a row when a periodic act is due
+# (two decode steps, ~5 ms at moondream2-h200, cover an act due within a unit and its early margin)
+MAX_ADMISSION_DEFERRALS = 2
 
 
 class Unit(enum.Enum):
@@ -229,6 +232,9 @@ class SchedulingPolicy:
         self.launch_beside_acts = overlap
         self.max_batch_ms = max_batch_ms
         self.forward_ms: dict[int, float] = {}  # bucket (padded rows) -> moving average of the measured forward time
+        self.admission_unit_ms = 0.0  # moving average of an admission unit's measured time
+        self.admissions_deferred = 0  # admission units put after a periodic client's act (health counter)
+        self._deferred_in_a_row = 0  # admission turns deferred since the last admission unit ran
         self._bucket_of: Callable[[int], int] = lambda rows: rows
         self._skipped: set[ClientKey] = set()  # heavy clients left out of the last batch: light in the next
         self.anticipation = Anticipation(anticipation_share, 4 * max_batch)
@@ -284,7 +290,26 @@ class SchedulingPolicy:
             if not ready.any:  # holding for a periodic client, nothing else to do meanwhile
                 return Decision(Unit.IDLE, hold_until_s=self.anticipation.hold_until_s)
         inner = self._admission_vs_decode.pick(ready.admitting > 0, ready.decoding > 0)
+        if inner == 0:
+            if (self._deferred_in_a_row < MAX_ADMISSION_DEFERRALS and ready.decoding > 0
+                    and self._act_due_during_admission(now_s)):
+                self._deferred_in_a_row += 1
+                self.admissions_deferred += 1
+                return Decision(Unit.DECODE)  # an act can run beside a decode step, not beside an admission unit
+            self._deferred_in_a_row = 0
         return Decision(Unit.ADMISSION if inner == 0 else Unit.DECODE)
+
+    def _act_due_during_admission(self, now_s: float | None) -> bool:
+        """Whether a periodic client's act is due before an admission unit started now would end.
+        With overlap a decode step is in flight beside acts, an admission unit is not: the act would
+        wait for the unit. Generation then runs its decode step instead and the admission unit at
+        its next turn (the fair pair's debt keeps admission's share over time), deferred at most
+        MAX_ADMISSION_DEFERRALS times in a row: clients that send right after each reply look
+        periodic too, and under their load admission would otherwise wait for every decoding
+        sequence to finish."""
+        if now_s is None or not self.overlap or self.admission_unit_ms <= 0:
+            return False
+        return self.anticipation.periodic_due_within(now_s, self.admission_unit_ms / 1000.0, self.acts.queues)
 
     def _act_batch(self, now_s: float | None = None) -> list[Work]:
         """The next act batch; empty when the acts hold for a periodic client (``anticipation.hold_until_s``)."""
@@ -374,3 +399,6 @@ class SchedulingPolicy:
         elif decision.unit in (Unit.ADMISSION, Unit.DECODE):
             self._act_vs_gen.charge(1, elapsed_s)
             self._admission_vs_decode.charge(0 if decision.unit is Unit.ADMISSION else 1, elapsed_s)
+            if decision.unit is Unit.ADMISSION:
+                ms, known = elapsed_s * 1000.0, self.admission_unit_ms
+                self.admission_unit_ms = ms if known <= 0 else 0.8 * known + 0.2 * ms

@@ -394,3 +394,41 @@ def test_a_lone_act_is_its_own_batch_and_clears_what_an_earlier_batch_left() -> 
     # both backlogged, one row each (the budget's floor); a stale skip would make the flooder light
     # and its row alone the batch (the light row's estimate leaves no room for a heavy one)
     assert sorted(w.client for w in batch) == [(b"flood",), (b"polite",)]
+
+
+def _policy_with_a_50hz_client(*, overlap: bool = True, anticipation_share: float = 0.1) -> SchedulingPolicy:
+    """A 50 Hz client seen 6 times (last act at 0.1 s: next due at 0.12 s, served), admission units of 1.7 ms."""
+    policy = SchedulingPolicy(max_batch=8, vlm_min_share=0.3, admission_share=0.5, overlap=overlap,
+                              anticipation_share=anticipation_share)
+    for i in range(6):
+        policy.add_act(arriving(b"robot", i, 0.02 * i))
+        policy.schedule(ReadyWork(), now_s=0.02 * i)
+    policy.charge(Decision(Unit.ADMISSION), 0.0017)
+    return policy
+
+
+def test_an_admission_unit_is_put_after_a_decode_step_when_a_periodic_act_is_due_during_it() -> None:
+    both = ReadyWork(admitting=1, decoding=4)
+    policy = _policy_with_a_50hz_client()
+    assert policy.schedule(both, now_s=0.105).unit is Unit.ADMISSION  # due in 15 ms: the unit ends long before
+    policy = _policy_with_a_50hz_client()
+    assert policy.schedule(both, now_s=0.119).unit is Unit.DECODE  # due in 1 ms: the act runs beside a step
+    assert policy.admissions_deferred == 1
+    assert policy.schedule(both, now_s=0.1195).unit is Unit.DECODE  # still due: deferred a second time
+    assert policy.schedule(both, now_s=0.1198).unit is Unit.ADMISSION  # never more than twice in a row
+    assert policy.admissions_deferred == 2
+    # nothing to run beside, no overlap (a decode step is not in flight beside acts), anticipation off
+    for policy, ready in ((_policy_with_a_50hz_client(), ReadyWork(admitting=1)),
+                          (_policy_with_a_50hz_client(overlap=False), both),
+                          (_policy_with_a_50hz_client(anticipation_share=0.0), both)):
+        assert policy.schedule(ready, now_s=0.119).unit is Unit.ADMISSION
+        assert policy.admissions_deferred == 0
+
+
+def test_a_periodic_client_whose_act_is_waiting_or_did_not_come_defers_nothing() -> None:
+    both = ReadyWork(admitting=1, decoding=4)
+    policy = _policy_with_a_50hz_client()
+    assert policy.schedule(both, now_s=0.135).unit is Unit.ADMISSION  # past its hold window: not waited for
+    policy = _policy_with_a_50hz_client()
+    policy.acts.push(arriving(b"robot", 6, 0.118))  # it came early and waits: deferring would not help it
+    assert policy.anticipation.periodic_due_within(0.119, 0.0017, policy.acts.queues) is False
