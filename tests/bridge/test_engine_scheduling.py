@@ -530,3 +530,49 @@ def test_synchronous_launches_are_not_put_in_front_of_acts(start_sim: StartSim, 
     captions, acts = _mixed_load(server, ctx)
     assert [c[1] for c in captions] == ["stop"] * 3 and len(acts) == 12
     assert not server.loop.policy.launch_beside_acts  # seen done right after its launches: old order
+
+
+def _periodic_acts_beside_captions(server: InferenceServer, ctx: zmq.Context, duration_s: float = 1.5) -> int:
+    """A 50 Hz act client (on a clock) next to 8 caption streams restarted as they finish -> acts answered."""
+    stop = threading.Event()
+
+    def captions() -> None:
+        dealer = RawDealer(ctx, server.endpoint)
+        try:
+            ids = iter(range(1_000_000))
+            for _ in range(8):
+                dealer.send(caption(next(ids), length="short"))
+            while not stop.is_set():
+                if dealer.sock.poll(100) and "partial" not in (reply := dealer.recv()):
+                    assert reply["ok"], reply
+                    dealer.send(caption(next(ids), length="short"))
+        finally:
+            dealer.close()
+
+    streams = threading.Thread(target=captions)
+    streams.start()
+    answered = 0
+    try:
+        with BridgeClient(server.endpoint, timeout_s=5) as client:
+            next_s = time.perf_counter()
+            end_s = next_s + duration_s
+            while next_s < end_s:
+                next_s += 0.02
+                time.sleep(max(0.0, next_s - time.perf_counter()))
+                assert client.act(image=SMALL).actions.shape[1] == 7
+                answered += 1
+    finally:
+        stop.set()
+        streams.join(10)
+    return answered
+
+
+def test_admission_units_are_put_after_a_decode_step_when_a_periodic_act_is_due(start_sim: StartSim,
+                                                                                ctx: zmq.Context) -> None:
+    server = start_sim()
+    assert _periodic_acts_beside_captions(server, ctx) >= 50
+    counters = server.loop.state.counters
+    assert counters["admissions_deferred"] >= 1 and counters["admission_units"] > counters["admissions_deferred"]
+    off = start_sim(scheduler={"anticipation_share": 0.0})  # anticipation off: admission is never deferred
+    _periodic_acts_beside_captions(off, ctx, duration_s=0.5)
+    assert off.loop.state.counters["admissions_deferred"] == 0 and off.loop.state.counters["admission_units"] > 0
