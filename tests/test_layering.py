@@ -1,6 +1,6 @@
 """The house's layers, enforced: every import (module level or inside a function) goes downwards.
 
-    contracts  <-  wire (protocol, codec, config, client messages)  <-  clients  <-  sim adapters, HTTP
+    contracts  <-  wire (protocol, codec, socket frames, config, client messages)  <-  clients  <-  sim adapters, HTTP
     contracts  <-  models  <-  server (loop, scheduling, parsing)  <-  CLI / supervisor / bench
 
 and the client side's import closure never contains torch or transformers.
@@ -32,6 +32,7 @@ WIRE = {
     "bridge",
     "bridge.protocol",
     "bridge.codec",
+    "bridge.socket_frames",
     "bridge.errors",
     "bridge.messages",
     "bridge.image_args",
