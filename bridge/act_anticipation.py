@@ -107,26 +107,26 @@ class Anticipation:
         self.holds = 0  # acts held for a periodic client (a counter tests and benchmarks read)
         self.hold_until_s: float | None = None  # the hold in force (perf_counter), if any
         self._arrivals: dict[ClientKey, ArrivalTracker] = {}
-        # periodic clients' next act (due, hold end), kept at each arrival: read on generation's
-        # turns, which must not scan every client's tracker
+        # periodic clients' next act (due, hold end), read on generation's turns, which must not scan
+        # every client's tracker; refreshed there for the clients whose acts came since (an act's
+        # arrival only notes its client: the act path stays as it was)
         self._periodic_due: dict[ClientKey, tuple[float, float]] = {}
+        self._arrived_since: set[ClientKey] = set()
         self._credit_s = ANTICIPATION_CREDIT_CAP_S
         self._credit_at_s: float | None = None
 
     def record(self, client: ClientKey, at_s: float) -> None:
         """An act of ``client`` arrived at ``at_s``."""
+        self._arrived_since.add(client)
         tracker = self._arrivals.get(client)
         if tracker is not None:
             tracker.add(at_s)
-            if tracker.periodic():
-                self._periodic_due[client] = (tracker.due_s(), tracker.hold_end_s())
-            else:
-                self._periodic_due.pop(client, None)
             return
         if len(self._arrivals) > self.max_clients:
             cutoff_s = at_s - PERIODIC_FORGET_S
             self._arrivals = {c: a for c, a in self._arrivals.items() if a.last_s >= cutoff_s}
             self._periodic_due = {c: d for c, d in self._periodic_due.items() if c in self._arrivals}
+            self._arrived_since &= self._arrivals.keys()  # (bounded by the trackers without generation turns)
         self._arrivals[client] = ArrivalTracker(at_s)
 
     def periodic_due_within(self, now_s: float, within_s: float, waiting: Container[ClientKey]) -> bool:
@@ -136,6 +136,13 @@ class Anticipation:
         waited for)."""
         if self.share <= 0:
             return False
+        for client in self._arrived_since:
+            tracker = self._arrivals.get(client)
+            if tracker is not None and tracker.periodic():
+                self._periodic_due[client] = (tracker.due_s(), tracker.hold_end_s())
+            else:
+                self._periodic_due.pop(client, None)
+        self._arrived_since.clear()
         horizon_s = within_s + HOLD_MARGIN_S
         for client, (due_s, hold_end_s) in self._periodic_due.items():
             if due_s - now_s < horizon_s and now_s < hold_end_s and client not in waiting:

@@ -432,3 +432,12 @@ def test_a_periodic_client_whose_act_is_waiting_or_did_not_come_defers_nothing()
     policy = _policy_with_a_50hz_client()
     policy.acts.push(arriving(b"robot", 6, 0.118))  # it came early and waits: deferring would not help it
     assert policy.anticipation.periodic_due_within(0.119, 0.0017, policy.acts.queues) is False
+
+
+def test_clients_noted_for_the_periodic_check_are_forgotten_with_their_trackers() -> None:
+    from bridge.act_anticipation import PERIODIC_FORGET_S, Anticipation
+
+    anticipation = Anticipation(0.1, max_clients=8)
+    for i in range(100):  # one act each from 100 short-lived clients, no generation turn ever asks
+        anticipation.record((b"c%d" % i,), i * PERIODIC_FORGET_S)
+    assert len(anticipation._arrived_since) <= 9 and len(anticipation._arrivals) <= 9
