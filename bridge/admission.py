@@ -50,8 +50,7 @@ class Admission:
         self.refused = 0
 
     def client(self, envelope: Sequence[bytes]) -> ClientKey:
-        trusted = self.limits.trusted_proxies
-        return client_key(envelope, trusted) if trusted else (envelope[0],)
+        return client_key(envelope, self.limits.trusted_proxies)
 
     def per_client_limit(self, client: ClientKey) -> int:
         """An allowance named ``x`` applies to the routing id ``x`` and to ``x/<anything>``."""
@@ -70,7 +69,7 @@ class Admission:
             self._refuse(
                 f"server queue is full ({self.total_bytes} bytes in flight, limit {limits.max_inflight_bytes})"
             )
-        per_client = self.per_client_limit(client) if limits.allowances else limits.max_inflight_per_client
+        per_client = self.per_client_limit(client)
         count = self._count.get(client, 0)
         if count >= per_client:
             self._refuse(f"this client has {count} requests in flight, limit {per_client}")
