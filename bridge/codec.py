@@ -302,8 +302,7 @@ def decode_header(
     a header costs at most ``bounds.max_objects`` small objects plus its str/bin payloads.
     Raises HeaderError (a ProtocolError) carrying whatever was decoded.
     """
-    if len(header_bytes) > bounds.scan_above_bytes:  # (smaller ones are bounded by their size)
-        check_header_structure(header_bytes, bounds)
+    check_header_structure(header_bytes, bounds)
     materialize = _Materializer(buffers, max_array_bytes)
     try:
         header = msgpack.unpackb(
