@@ -26,7 +26,6 @@ from typing import Any
 
 import zmq
 
-import bridge
 from bridge.admission import Admission, AdmissionLimits
 from bridge.codec import SEND_COPY_MAX_BYTES, Buffer, HeaderError, decode_header, encode_message
 from bridge.config import BridgeConfig
@@ -44,16 +43,15 @@ from bridge.protocol import (
     OP_HELLO,
     OP_RESET,
     OP_STATS,
-    SUPPORTED_VERSIONS,
     ErrorCode,
     ProtocolError,
     error_header,
     success_header,
 )
+from bridge.server_status import health_result, hello_result, stats_result, transport_counters
 from bridge.socket_frames import NOBLOCK, input_pending, recv_frames, send_frames
 from bridge.work import ClientKey, Outbox, Work
 from models import model_kinds
-from models.model_kinds import SIMULATED_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +326,7 @@ class InferenceServer:
         self, sock: zmq.Socket[Any], envelope: list[bytes], head: RequestHead, received_s: float, size: int
     ) -> None:
         if head.op in (OP_HELLO, OP_HEALTH, OP_STATS):
-            result = {OP_HELLO: self._hello, OP_HEALTH: self._health, OP_STATS: self._stats}[head.op]()
+            result = self._status(head.op)
             elapsed_ms = (time.perf_counter() - received_s) * 1000.0
             timing = {"queue_ms": 0.0, "compute_ms": 0.0, "server_ms": elapsed_ms, "batch_size": 1}
             threshold = None if head.inline_arrays else self.config.server.frame_threshold_bytes
@@ -408,96 +406,17 @@ class InferenceServer:
 
     # ------------------------------------------------------------------ control ops
 
-    def _hello(self) -> dict[str, Any]:
+    def _status(self, op: str) -> dict[str, Any]:
+        """``hello`` / ``health`` / ``stats``, answered here from what the loop published
+        (bridge/server_status.py builds them)."""
         state = self.loop.state
-        models = {
-            m.info.name: {**m.description, "kind": m.info.kind, "random_weights": m.info.random_weights}
-            for m in (state.policy, state.vlm)
-            if m is not None
-        }
-        limits = self.config.limits
-        return {
-            "protocol": list(SUPPORTED_VERSIONS),
-            "server": {"name": self.config.server.name, "version": bridge.__version__, "device": state.device},
-            "ops": sorted(self._served_ops),
-            "models": models,
-            "limits": {
-                "max_message_bytes": self.config.server.max_message_bytes,
-                "max_array_bytes": limits.max_array_bytes,
-                "max_image_width": limits.max_image_width,
-                "max_image_height": limits.max_image_height,
-                "max_image_pixels": limits.max_image_pixels,
-                "max_instruction_chars": limits.max_instruction_chars,
-                "max_batch": self.config.batching.max_batch,
-                "max_inflight": self.config.server.max_inflight,
-                "max_inflight_per_client": self.config.server.max_inflight_per_client,
-                "max_inflight_bytes": self.config.server.max_inflight_bytes,
-            },
-            "auth": self.auth_mode,
-        }
-
-    def _health(self) -> dict[str, Any]:
-        state = self.loop.state
-        models: dict[str, Any] = {}
-        for role, spec_kind, loaded in (
-            ("policy", self.config.policy.kind, state.policy),
-            ("vlm", self.config.vlm.kind, state.vlm),
-        ):
-            if role == "vlm" and not self.config.vlm.enabled:
-                continue
-            if loaded is None:
-                models[spec_kind] = {"loaded": False, "role": role}
-            else:
-                info = loaded.info
-                models[info.name] = {
-                    "loaded": True,
-                    "role": role,
-                    "kind": info.kind,
-                    "random_weights": info.random_weights,
-                    "parameters": info.parameters,
-                    "device": info.device,
-                    "dtype": info.dtype,
-                    "source": info.source,
-                    "simulated": info.kind == SIMULATED_KIND,
-                }
-                if "memory" in loaded.description:  # bytes of weights, KV cache, largest activation, staging
-                    models[info.name]["memory"] = loaded.description["memory"]
-                if loaded.frame_staging is not None:  # thread-safe: frames gathered vs stacked, ring rows
-                    models[info.name]["frame_staging"] = loaded.frame_staging()
-        status = state.status
-        if status == "ok" and not self.loop.alive:
-            status = "degraded"
-        result = {
-            "status": status,
-            "models": models,
-            "device": state.device,
-            "dtype": state.dtype,
-            "cuda_available": state.cuda_available,
-            "gpu_memory_gb": state.gpu_memory_gb,
-            "queue_depth": self.admission.total,
-            "uptime_s": time.monotonic() - self._started_s,
-            "counters": dict(state.counters),
-            "transport": self._transport_counters(),
-            "generation": {"active": state.generation_active, "waiting": state.generation_waiting},
-        }
-        if state.detail:
-            result["detail"] = state.detail
-        return result
-
-    def _transport_counters(self) -> dict[str, int]:
-        """What the I/O thread refused or could not deliver (also the companion's metrics)."""
-        return {
-            "inflight_bytes": self.admission.total_bytes,
-            "refused_overloaded": self.admission.refused,
-            "replies_dropped_peer_gone": self.replies_dropped["peer_gone"],
-            "replies_dropped_send_queue_full": self.replies_dropped["send_queue_full"],
-        }
-
-    def _stats(self) -> dict[str, Any]:
-        policy = self.loop.state.policy
-        if policy is None or policy.stats is None:
-            raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, "no policy is loaded")
-        return policy.stats
+        if op == OP_HELLO:
+            return hello_result(self.config, state, self._served_ops, self.auth_mode)
+        if op == OP_HEALTH:
+            transport = transport_counters(self.admission, self.replies_dropped)
+            uptime_s = time.monotonic() - self._started_s
+            return health_result(self.config, state, self.loop.alive, uptime_s, self.admission.total, transport)
+        return stats_result(state)
 
 
 def _admission_limits(config: BridgeConfig) -> AdmissionLimits:
