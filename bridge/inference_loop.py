@@ -25,16 +25,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from bridge.config import BridgeConfig, resolve_device
 from bridge.generation_driver import GenerationDriver
+from bridge.loop_state import LoadedModel, LoopState
 from bridge.protocol import OP_ACT, OP_CANCEL, OP_RESET, ErrorCode, ProtocolError
 from bridge.scheduling_policy import Decision, SchedulingPolicy, Unit, bucket_size
 from bridge.work import Outbox, Work
 from models import model_kinds
-from models.interfaces import ActPolicy, Generator, ModelInfo, Observation, ReadyWork
+from models.interfaces import ActPolicy, Generator, Observation, ReadyWork
 
 logger = logging.getLogger(__name__)
 
@@ -45,44 +44,6 @@ _IDLE_WAIT_S = 0.05
 _DECODE = Decision(Unit.DECODE)  # what a decode step's time is charged as (launched, awaited, finished)
 _GPU_MEMORY_EVERY_S = 1.0
 _NOTHING_READY = ReadyWork()  # what the loop reports without a generator
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    role: str  # "policy" | "vlm"
-    info: ModelInfo
-    description: dict[str, Any]
-    stats: dict[str, Any] | None = None
-    skills: tuple[str, ...] = ()
-    frame_staging: Callable[[], dict[str, Any]] | None = None  # the policy's staging_stats(), if any
-
-
-@dataclass
-class LoopState:
-    """Written only by the loop thread; read (attribute by attribute) by the I/O thread."""
-
-    status: str = "loading"  # loading | ok | degraded | stopping
-    detail: str = ""
-    device: str = "unknown"
-    dtype: str = "unknown"
-    cuda_available: bool = False
-    gpu_memory_gb: float | None = None
-    policy: LoadedModel | None = None
-    vlm: LoadedModel | None = None
-    generation_active: int = 0  # requests holding a KV slot (admitting or decoding), per iteration
-    generation_waiting: int = 0  # generation requests waiting for a slot
-    counters: dict[str, int] = field(
-        default_factory=lambda: {
-            "act_batches": 0,
-            "act_requests": 0,
-            "admission_units": 0,
-            "decode_steps": 0,
-            "decode_steps_overlapped": 0,  # decode steps an act batch ran beside (overlap)
-            "act_holds": 0,  # times the acts held for a periodic client's act due (anticipation)
-            "admissions_deferred": 0,  # admission units put after a decode step: a periodic act was due
-            "generation_cancelled": 0,
-        }
-    )
 
 
 def _shutting_down() -> ProtocolError:

@@ -13,7 +13,7 @@ from typing import Any
 import bridge
 from bridge.admission import Admission
 from bridge.config import BridgeConfig
-from bridge.inference_loop import LoopState
+from bridge.loop_state import LoopState
 from bridge.protocol import SUPPORTED_VERSIONS, ErrorCode, ProtocolError
 from models.model_kinds import SIMULATED_KIND
 
