@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import select
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 _HARD_FRAME_FACTOR = 2  # frames over 2x the message limit make ZeroMQ drop the connection outright
 _RECV_BURST = 256  # messages read per turn before the queued replies get theirs
+_IO_WAIT_MS = 100  # the I/O thread's longest wait: how soon it notices a stop
 # the producing thread sends its own reply while at most this many requests are in flight
 _DIRECT_SEND_MAX_INFLIGHT = 4
 
@@ -174,16 +176,18 @@ class InferenceServer:
         warn_if_exposed(logger, "the inference server", self.endpoint, endpoint_is_local(self.endpoint),
                         self.auth_mode != "none")
         self._sock = sock
-        poller = zmq.Poller()
-        poller.register(sock.getsockopt(zmq.FD), zmq.POLLIN)  # edge-like: EVENTS is checked below
+        # Plain file descriptors, so the OS poll, not zmq_poll (whose first pass is an extra poll
+        # with timeout 0, behind pyzmq's Python Poller): one syscall and one GIL release per wait.
+        poller = select.poll()
+        poller.register(int(sock.getsockopt(zmq.FD)), select.POLLIN)  # edge-like: EVENTS is checked below
         wake_fd = self.outbox.wake_fd
-        poller.register(wake_fd, zmq.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
         try:
             while not (self._stop_requested.is_set() and not self.loop.alive):
                 with self._io_lock:
                     pending = self._serve_socket(sock)
                 if not pending:
-                    for fd, _ in poller.poll(100):
+                    for fd, _ in poller.poll(_IO_WAIT_MS):
                         if fd == wake_fd:
                             self.outbox.clear_wake()  # (only this thread reads the pipe)
             with self._io_lock:
@@ -196,16 +200,19 @@ class InferenceServer:
     def _serve_socket(self, sock: zmq.Socket[Any]) -> bool:
         """Read a bounded burst, send what is queued; -> True when input is still waiting.
         (``ZMQ_FD`` only signals changes: it is safe to wait on it once EVENTS shows no input.)"""
+        pending = False
         for _ in range(_RECV_BURST):
-            if not input_pending(sock):  # (no zmq.Again raised at the end of every burst)
+            pending = input_pending(sock)  # (no zmq.Again raised at the end of every burst)
+            if not pending:
                 break
             try:
                 frames = recv_frames(sock, NOBLOCK)
             except zmq.Again:
+                pending = False
                 break
             self._on_message(sock, frames)
-        self._flush(sock)
-        pending = input_pending(sock)
+        if self._flush(sock):  # a send may have taken the FD's signal: look again
+            pending = input_pending(sock)
         self._submit_held()  # last, so that the woken loop does not wait for this thread's GIL
         return pending
 
@@ -236,8 +243,10 @@ class InferenceServer:
         finally:
             self._io_lock.release()
 
-    def _flush(self, sock: zmq.Socket[Any]) -> None:
-        for out in self.outbox.drain():
+    def _flush(self, sock: zmq.Socket[Any]) -> int:
+        """Send what the Outbox holds -> how many messages that was."""
+        items = self.outbox.drain()
+        for out in items:
             if out.final:
                 self.admission.release(out.client, out.admitted_bytes)
                 if out.work is not None and self._pending.get((out.client, out.work.request_id)) is out.work:
@@ -245,6 +254,7 @@ class InferenceServer:
             delivered = self._send(sock, out.frames)
             if not delivered and not out.final and out.work is not None:
                 self._cancel_work(out.work)  # a stream chunk the client cannot receive: it is gone
+        return len(items)
 
     def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> bool:
         try:
