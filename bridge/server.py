@@ -21,7 +21,7 @@ import logging
 import select
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,7 +51,7 @@ from bridge.protocol import (
 )
 from bridge.server_status import health_result, hello_result, stats_result, transport_counters
 from bridge.socket_frames import NOBLOCK, input_pending, recv_frames, send_frames
-from bridge.work import ClientKey, Outbox, Work
+from bridge.work import ClientKey, Outbox, Outgoing, Work
 from models import model_kinds
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 _HARD_FRAME_FACTOR = 2  # frames over 2x the message limit make ZeroMQ drop the connection outright
 _RECV_BURST = 256  # messages read per turn before the queued replies get theirs
 _IO_WAIT_MS = 100  # the I/O thread's longest wait: how soon it notices a stop
+_BULK_SLICE = 8  # stream chunks sent between two looks for act replies and requests
 # the producing thread sends its own reply while at most this many requests are in flight
 _DIRECT_SEND_MAX_INFLIGHT = 4
 
@@ -87,6 +88,7 @@ class InferenceServer:
         self.admission = Admission(_admission_limits(config))
         self.replies_dropped: Counter[str] = Counter()  # by reason: peer_gone, send_queue_full
         self._pending: dict[tuple[ClientKey, int | str], Work] = {}  # (client, id) -> unanswered work
+        self._unsent: deque[Outgoing] = deque()  # bulk replies a flush left for the next one (I/O lock)
         self._keys = itertools.count(1)  # generation request keys, unique per server
         self._started_s = time.monotonic()
         self._stop_requested = threading.Event()
@@ -191,7 +193,7 @@ class InferenceServer:
                         if fd == wake_fd:
                             self.outbox.clear_wake()  # (only this thread reads the pipe)
             with self._io_lock:
-                self._flush(sock)
+                self._flush(sock, yield_to_input=False)
         finally:
             with self._io_lock:
                 self._sock = None
@@ -243,18 +245,36 @@ class InferenceServer:
         finally:
             self._io_lock.release()
 
-    def _flush(self, sock: zmq.Socket[Any]) -> int:
-        """Send what the Outbox holds -> how many messages that was."""
-        items = self.outbox.drain()
-        for out in items:
-            if out.final:
-                self.admission.release(out.client, out.admitted_bytes)
-                if out.work is not None and self._pending.get((out.client, out.work.request_id)) is out.work:
-                    del self._pending[(out.client, out.work.request_id)]
-            delivered = self._send(sock, out.frames)
-            if not delivered and not out.final and out.work is not None:
-                self._cancel_work(out.work)  # a stream chunk the client cannot receive: it is gone
-        return len(items)
+    def _flush(self, sock: zmq.Socket[Any], yield_to_input: bool = True) -> int:
+        """Send what the Outbox holds, ``act`` replies first -> how many messages that was.
+
+        The rest (a decode step queues a chunk per stream) goes out ``_BULK_SLICE`` at a time;
+        between slices, act replies queued meanwhile go first and, with ``yield_to_input``,
+        waiting requests are read first (what is left stays in ``_unsent`` for the next flush),
+        so that 32 streams' chunks hold neither an act's reply nor its request."""
+        outbox, unsent = self.outbox, self._unsent
+        sent = 0
+        while True:
+            for out in outbox.drain_control():
+                self._send_out(sock, out)
+                sent += 1
+            outbox.drain_bulk(unsent)
+            if not unsent:
+                return sent
+            for _ in range(min(_BULK_SLICE, len(unsent))):
+                self._send_out(sock, unsent.popleft())
+                sent += 1
+            if yield_to_input and unsent and input_pending(sock):
+                return sent
+
+    def _send_out(self, sock: zmq.Socket[Any], out: Outgoing) -> None:
+        if out.final:
+            self.admission.release(out.client, out.admitted_bytes)
+            if out.work is not None and self._pending.get((out.client, out.work.request_id)) is out.work:
+                del self._pending[(out.client, out.work.request_id)]
+        delivered = self._send(sock, out.frames)
+        if not delivered and not out.final and out.work is not None:
+            self._cancel_work(out.work)  # a stream chunk the client cannot receive: it is gone
 
     def _send(self, sock: zmq.Socket[Any], frames: list[Buffer]) -> bool:
         try:

@@ -13,12 +13,13 @@ import logging
 import os
 import queue
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.codec import Buffer, encode_message
-from bridge.protocol import ErrorCode, ProtocolError, error_header, partial_header, success_header
+from bridge.protocol import OP_ACT, ErrorCode, ProtocolError, error_header, partial_header, success_header
 from models.interfaces import InputError
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class Outbox:
     """Thread-safe reply queue drained by the I/O thread; ``wake_fd`` becomes readable on put."""
 
     def __init__(self, frame_threshold_bytes: int) -> None:
-        self._queue: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
+        # Two queues: the replies of ``act`` (one message each, a robot waits on it) and the rest
+        # (stream chunks, generation and session replies). Each request's messages stay in one
+        # queue, so in order; the I/O thread sends control replies ahead of what bulk it holds.
+        self._control: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
+        self._bulk: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -98,7 +103,8 @@ class Outbox:
         frames = encode_message(header, None if work.inline_arrays else self.frame_threshold_bytes)
         if final:
             work.done = True
-        self._queue.put(Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes, work))
+        out = Outgoing(work.client, [*work.envelope, b"", *frames], final, work.admitted_bytes, work)
+        (self._control if work.op == OP_ACT else self._bulk).put(out)
         direct_send = self.direct_send
         if direct_send is None or not direct_send():
             self.wake()
@@ -117,12 +123,24 @@ class Outbox:
         self._wake_pending = False
 
     def drain(self) -> list[Outgoing]:
-        """The queued replies (one thread at a time: the server's I/O lock)."""
-        q = self._queue
+        """The queued replies, control first (one thread at a time: the server's I/O lock)."""
+        items = self.drain_control()
+        self.drain_bulk(items)
+        return items
+
+    def drain_control(self) -> list[Outgoing]:
+        """The queued ``act`` replies only."""
+        q = self._control
         items = []
         while not q.empty():
             items.append(q.get_nowait())
         return items
+
+    def drain_bulk(self, into: list[Outgoing] | deque[Outgoing]) -> None:
+        """Append the other queued replies (chunks, generation, sessions) to ``into``, in order."""
+        q = self._bulk
+        while not q.empty():
+            into.append(q.get_nowait())
 
     def success(self, work: Work, result: Any) -> None:
         now = time.perf_counter()

@@ -68,3 +68,17 @@ def test_replies_queued_while_the_consumer_is_away_write_the_pipe_once() -> None
     assert os.read(outbox.wake_fd, 4096) == b"\0"
     assert len(outbox.drain()) == 11
     outbox.close()
+
+
+def test_act_replies_drain_ahead_of_bulk_and_each_request_keeps_its_order() -> None:
+    outbox = Outbox(1024)
+    stream = Work([b"c"], (b"c",), 1, "caption", 0.0, None)
+    for i in range(5):
+        outbox.partial(stream, f"t{i}")
+    act = Work([b"c"], (b"c",), 2, "act", 0.0, None)
+    outbox.success(act, {})
+    outbox.success(stream, {"caption": "t0t1t2t3t4"})
+    items = outbox.drain()
+    assert [out.work.request_id for out in items if out.work is not None] == [2, 1, 1, 1, 1, 1, 1]
+    assert [out.final for out in items] == [True, False, False, False, False, False, True]
+    outbox.close()
