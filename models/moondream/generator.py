@@ -32,10 +32,9 @@ from models.interfaces import (
     ReadyWork,
 )
 from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
+from models.moondream.admission_plan import AdmissionOptions, PendingAdmission, encode_pieces, prefill_group
 from models.moondream.crops import (
     CROP_RESIZE_DEVICE,
-    CROP_RESIZE_HOST,
-    CROP_RESIZE_MODES,
     RESIZE_DEVICE,
     Tiling,
     crops_to_tensor,
@@ -77,49 +76,6 @@ from models.moondream.text import KVCache
 from models.moondream.tokenizer import WordChunker, encode, token_byte_table
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class _Admission:
-    """A request between admit() and its prefill: crops encoded chunk by chunk."""
-
-    seq: SequenceState
-    crops: np.ndarray | torch.Tensor  # (N, crop, crop, 3) uint8, host or device: global crop then tiles
-    tiling: Tiling
-    prompt: list[int]
-    features: list[torch.Tensor] = dataclasses.field(default_factory=list)  # (n, grid*grid, enc_dim) each
-    encoded: int = 0
-
-    @property
-    def remaining_crops(self) -> int:
-        return len(self.crops) - self.encoded
-
-    @property
-    def input_tokens(self) -> int:
-        return self.seq.input_tokens
-
-
-@dataclasses.dataclass(frozen=True)
-class AdmissionOptions:
-    """How admission units group work of several waiting requests (``[vlm.options]``)."""
-
-    batch: bool = True  # crops of several requests in one vision forward, several prefills in one
-    prefill_batch: int = 4  # most requests prefilled in one forward
-    prefill_length_bucket: int = 32  # requests share a prefill when their lengths round up alike
-    # most positions (rows x padded length) in one prefill forward; None: the cache context, so a
-    # shared prefill never needs more activation memory than one prefill of the whole context
-    prefill_tokens: int | None = None
-    crop_resize: str = CROP_RESIZE_HOST  # "host" (libvips/Pillow, reference) or "device" (torch)
-
-    def __post_init__(self) -> None:
-        if self.prefill_batch < 1:
-            raise ValueError("prefill_batch must be >= 1")
-        if self.prefill_length_bucket < 1:
-            raise ValueError("prefill_length_bucket must be >= 1")
-        if self.prefill_tokens is not None and self.prefill_tokens < 1:
-            raise ValueError("prefill_tokens must be >= 1")
-        if self.crop_resize not in CROP_RESIZE_MODES:
-            raise ValueError(f"crop_resize must be one of {', '.join(CROP_RESIZE_MODES)}, got {self.crop_resize!r}")
 
 
 @dataclasses.dataclass
@@ -181,7 +137,7 @@ class MoondreamGenerator:
         self.prefill_forwards = 0
         self._by_slot: list[SequenceState | None] = [None] * max_sequences
         self._by_key: dict[int, SequenceState] = {}
-        self._admitting: dict[int, _Admission] = {}  # FIFO: admitted, image not yet prefilled
+        self._admitting: dict[int, PendingAdmission] = {}  # FIFO: admitted, image not yet prefilled
         self.encode_chunk_crops = encode_chunk_crops
         self._eos = self.config.tokenizer.eos_id
 
@@ -293,7 +249,7 @@ class MoondreamGenerator:
         )
         self._by_slot[slot] = seq
         self._by_key[request.key] = seq
-        self._admitting[request.key] = _Admission(seq, crops, tiling, prompt)
+        self._admitting[request.key] = PendingAdmission(seq, crops, tiling, prompt)
         return []
 
     def _crops(self, request: GenerationRequest) -> tuple[np.ndarray | torch.Tensor, Tiling]:
@@ -327,15 +283,7 @@ class MoondreamGenerator:
 
     def _encode_unit(self) -> None:
         started_s = time.perf_counter()
-        budget = self.encode_chunk_crops
-        pieces: list[tuple[_Admission, int]] = []  # (admission, crops taken)
-        for adm in self._admitting.values():
-            take = min(adm.remaining_crops, budget)
-            if take > 0:
-                pieces.append((adm, take))
-                budget -= take
-            if budget == 0 or not self.admission.batch:
-                break
+        pieces = encode_pieces(self._admitting.values(), self.encode_chunk_crops, self.admission.batch)
         device, dtype = self.model.device, self.model.dtype
         x = torch.cat(
             [crops_to_tensor(adm.crops[adm.encoded : adm.encoded + n], device, dtype) for adm, n in pieces]
@@ -352,26 +300,9 @@ class MoondreamGenerator:
         for adm, _ in pieces:
             adm.seq.prefill_ms += elapsed_ms
 
-    def _prefill_group(self) -> list[_Admission]:
-        """The oldest admission and the fully encoded ones that can share its prefill forward."""
-        items = list(self._admitting.values())
-        head = items[0]
-        group = [head]
-        if not self.admission.batch:
-            return group
-        bucket = self.admission.prefill_length_bucket
-        head_bucket = -(-head.input_tokens // bucket)
-        rows_fit = self.prefill_tokens // min(self.cache.context, head_bucket * bucket)
-        for adm in items[1:]:
-            if len(group) >= min(self.admission.prefill_batch, rows_fit):
-                break
-            if adm.remaining_crops == 0 and -(-adm.input_tokens // bucket) == head_bucket:
-                group.append(adm)
-        return group
-
     def _prefill_unit(self) -> list[GenerationEvent]:
         started_s = time.perf_counter()
-        group = self._prefill_group()
+        group = prefill_group(list(self._admitting.values()), self.admission, self.prefill_tokens, self.cache.context)
         for adm in group:
             del self._admitting[adm.seq.request.key]
         vision, text, device = self.model.vision, self.model.text, self.model.device

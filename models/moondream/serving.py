@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 
 from models.interfaces import ModelInfo
 from models.loading import assert_no_meta, materialize, meta_skeleton
+from models.moondream.admission_plan import AdmissionOptions
 from models.moondream.config import (
     REAL_PRESET,
     REAL_REVISION,
@@ -46,7 +47,7 @@ from models.moondream.config import (
     preset_config,
 )
 from models.moondream.decode_step import DecodeOptions
-from models.moondream.generator import AdmissionOptions, MoondreamGenerator
+from models.moondream.generator import MoondreamGenerator
 from models.moondream.model import MoondreamModel, init_random_weights
 from models.moondream.tokenizer import EOS_TEXT, build_tiny_tokenizer, load_tokenizer, templates_from_texts
 from models.moondream.weights import load_checkpoint

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from models.interfaces import GenerationSettings, ModelInfo
+from models.moondream.admission_plan import AdmissionOptions
 from models.moondream.config import preset_config
-from models.moondream.generator import AdmissionOptions, MoondreamGenerator
+from models.moondream.generator import MoondreamGenerator
 from models.moondream.serving import _tiny_tokenizer_config, random_model
 from models.moondream.tokenizer import build_tiny_tokenizer
 from tests.models.moondream.conftest import make_image, request, run_to_end

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from models.interfaces import ModelInfo
+from models.moondream.admission_plan import AdmissionOptions
 from models.moondream.config import preset_config
 from models.moondream.crops import default_resize_backend, overlap_crops, overlap_crops_on_device, upload_image
-from models.moondream.generator import AdmissionOptions, MoondreamGenerator
+from models.moondream.generator import MoondreamGenerator
 from models.moondream.serving import _tiny_tokenizer_config, random_model
 from models.moondream.tokenizer import build_tiny_tokenizer
 from tests.models.moondream.test_admission import BATCHED, ONE_AT_A_TIME, assert_same_results, mixed_requests, outputs

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.interfaces import GenerationSettings
+from models.moondream.admission_plan import AdmissionOptions
 from models.moondream.config import preset_config
 from models.moondream.crops import (
     RESIZE_PILLOW,
@@ -16,7 +17,6 @@ from models.moondream.crops import (
     overlap_crops_on_device,
     upload_image,
 )
-from models.moondream.generator import AdmissionOptions
 from tests.models.moondream.conftest import request, run_to_end
 from tests.models.moondream.test_admission import generator
 
