@@ -15,27 +15,25 @@ import torch
 from tokenizers import Tokenizer
 
 from models.cuda_streams import HIGHEST_STREAM_PRIORITY, model_stream, on_stream
-from models.interfaces import InputError, ModelInfo, Observation
+from models.interfaces import ModelInfo, Observation
 from models.memory_budget import MemoryBudget, check_fits, device_free_bytes
 from models.vtla.checkpoint import build_model, load_checkpoint
 from models.vtla.config import VTLAConfig
 from models.vtla.frame_ring import DEFAULT_FRAME_RING_ROWS, FrameRing, StagedFrame
 from models.vtla.model import VTLAInputs, VTLAModel, count_parameters
 from models.vtla.normalization import ActionDenormalizer, io_entry, stats_payload
+from models.vtla.observation_checks import check_observation
 from models.vtla.preprocess import HostStaging, images_to_pixels, padded_token_ids
 from models.vtla.presets import preset_config
 from models.vtla.static_forward import StaticForward
 from models.vtla.text import PromptEncoder, build_byte_tokenizer
 from vtla_contracts.model_spec import ModelSpec
-from vtla_contracts.tactile_layout import FORCE_TORQUE_DIM
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # a forward runs at the smallest bucket >= its batch
 DEFAULT_SEQUENCE_BUCKET = 16  # decoder sequence length rounded up to a multiple of this
-TACTILE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
-MAX_CHARS_PER_TOKEN = 16  # more characters than this per allowed token cannot fit
 
 
 class VTLAPolicy:
@@ -168,45 +166,7 @@ class VTLAPolicy:
     # -- validation -----------------------------------------------------------------------
 
     def validate(self, obs: Observation) -> None:
-        cfg = self.cfg
-        cameras = set(cfg.cameras)
-        unknown = sorted(set(obs.images) - cameras)
-        if unknown:
-            raise InputError(f"unknown camera(s) {unknown}; this model's cameras: {list(cfg.cameras)}")
-        for name in cfg.cameras:
-            if name not in obs.images:
-                raise InputError(f"missing image for camera {name!r}")
-            _check_image(obs.images[name], f"image {name!r}", (np.dtype(np.uint8),))
-        if obs.tactile_image is not None:
-            if not cfg.tactile.image:
-                raise InputError("this model takes no tactile image")
-            _check_image(obs.tactile_image, "tactile image", TACTILE_DTYPES)
-        if obs.force_torque is not None:
-            if not cfg.tactile.force_torque:
-                raise InputError("this model takes no force_torque input")
-            _check_vector(obs.force_torque, "force_torque", FORCE_TORQUE_DIM)
-        if cfg.proprio_dim:
-            if obs.proprio is None:
-                raise InputError(f"this model needs proprio of shape ({cfg.proprio_dim},)")
-            _check_vector(obs.proprio, "proprio", cfg.proprio_dim)
-        elif obs.proprio is not None:
-            raise InputError("this model takes no proprio")
-        if obs.instruction is not None and not isinstance(obs.instruction, str):
-            raise InputError("instruction must be a string")
-        max_tokens = cfg.prompt.max_text_tokens
-        if obs.instruction is not None and len(obs.instruction) > MAX_CHARS_PER_TOKEN * max_tokens:
-            # refused before tokenising: a huge string never reaches the tokenizer or its cache
-            raise InputError(
-                f"instruction too long: {len(obs.instruction)} characters, this model's limit is "
-                f"{max_tokens} tokens"
-            )
-        before, after = self._prompts.encode(self._prompts.resolve(obs.instruction))
-        n_tokens = len(before) + len(after)
-        if n_tokens > cfg.prompt.max_text_tokens:
-            raise InputError(
-                f"instruction too long: the prompt is {n_tokens} tokens, this model's limit is "
-                f"{cfg.prompt.max_text_tokens}"
-            )
+        check_observation(obs, self.cfg, self._prompts)
 
     def batch_key(self, obs: Observation) -> Hashable:
         """One key for every valid observation: frame sizes, dtypes and absent optional inputs are
@@ -390,31 +350,6 @@ class VTLAPolicy:
 
     def _mask(self, present: Sequence[bool], slot: str) -> torch.Tensor:
         return self._staging.upload(np.asarray(present, dtype=np.bool_), slot)
-
-
-def _check_image(image: object, what: str, dtypes: tuple[np.dtype, ...]) -> None:
-    if not isinstance(image, np.ndarray):
-        raise InputError(f"{what} must be an array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"{what} must have shape (H, W, 3), got {tuple(image.shape)}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"{what} is empty: shape {tuple(image.shape)}")
-    if image.dtype not in dtypes:
-        allowed = " or ".join(str(d) for d in dtypes)
-        raise InputError(f"{what} must be {allowed}, got {image.dtype}")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise InputError(f"{what} has non-finite values")
-
-
-def _check_vector(value: object, what: str, dim: int) -> None:
-    if not isinstance(value, np.ndarray):
-        raise InputError(f"{what} must be an array, got {type(value).__name__}")
-    if value.shape != (dim,):
-        raise InputError(f"{what} must have shape ({dim},), got {tuple(value.shape)}")
-    if value.dtype.kind not in "fiu":
-        raise InputError(f"{what} must be numeric, got {value.dtype}")
-    if not np.isfinite(value.astype(np.float64)).all():
-        raise InputError(f"{what} has non-finite values")
 
 
 def vtla_budget(
