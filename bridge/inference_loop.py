@@ -276,16 +276,14 @@ class InferenceLoop:
         return True
 
     def _intake(self, block: bool) -> None:
-        try:
-            work = self.inbox.get(timeout=_IDLE_WAIT_S) if block else self.inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._accept(work)
+        inbox = self.inbox  # (this thread is its only consumer: empty() then get_nowait() is safe)
+        if block and inbox.empty():
             try:
-                work = self.inbox.get_nowait()
+                self._accept(inbox.get(timeout=_IDLE_WAIT_S))
             except queue.Empty:
                 return
+        while not inbox.empty():  # (no queue.Empty raised at the end of every intake)
+            self._accept(inbox.get_nowait())
 
     def _accept(self, work: Work) -> None:
         if work.op == OP_CANCEL:
