@@ -10,9 +10,12 @@
 #   gpu_tests.log    the CUDA-marked tests (tests/models/vtla/test_gpu.py, test_cuda_graphs.py,
 #                    tests/models/moondream/test_decode_cuda.py, test_cuda_admission.py)
 #   bench/           `vtla-bridge bench gpu`: the same figures through the real server and clients
+#   transport/       issue 14 item 5 on a server host that is not this project's nested-VM CPU box:
+#                    one client's act overhead vs a pyzmq echo pausing as long as the flat 5 ms
+#                    policy, and vs openpi's server when openpi-client is importable
 #   summary.json     exit status of each part
 # Usage: bash bench/gpu_check.sh            (PYTHONPATH is set to this checkout)
-# The three timeouts sum to 470 s: the whole script stays under 8 minutes.
+# The four timeouts sum to 530 s: the whole script stays under 9 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,7 +38,13 @@ timeout 140 python -m bench gpu --quick --out "$OUT/bench" > "$OUT/bench_gpu.log
 bench_rc=$?
 echo "bench gpu rc=$bench_rc ($((SECONDS - start_s)) s)"
 
-printf '{"gpu_direct_rc": %d, "gpu_tests_rc": %d, "bench_gpu_rc": %d, "elapsed_s": %d}\n' \
-  "$direct_rc" "$tests_rc" "$bench_rc" "$((SECONDS - start_s))" > "$OUT/summary.json"
+timeout 60 python -m bench transport --iters 300 --transport-sizes 224x224 --no-progress \
+  --transport-variants zmq_echo,zmq_echo_flat,bridge_null,bridge_flat,openpi_flat \
+  --out "$OUT/transport" > "$OUT/transport.log" 2>&1
+transport_rc=$?
+echo "bench transport rc=$transport_rc ($((SECONDS - start_s)) s)"
+
+printf '{"gpu_direct_rc": %d, "gpu_tests_rc": %d, "bench_gpu_rc": %d, "transport_rc": %d, "elapsed_s": %d}\n' \
+  "$direct_rc" "$tests_rc" "$bench_rc" "$transport_rc" "$((SECONDS - start_s))" > "$OUT/summary.json"
 cat "$OUT/summary.json"
-[ "$direct_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+[ "$direct_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$transport_rc" -eq 0 ]
