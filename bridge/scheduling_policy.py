@@ -393,12 +393,16 @@ class SchedulingPolicy:
         """Account a decision's measured time to its class."""
         if decision.unit is Unit.ACT:
             self._act_vs_gen.charge(0, elapsed_s)
-            bucket, ms = self._bucket_of(len(decision.batch)), elapsed_s * 1000.0
-            known = self.forward_ms.get(bucket)
-            self.forward_ms[bucket] = ms if known is None else 0.8 * known + 0.2 * ms
+            bucket = self._bucket_of(len(decision.batch))
+            self.forward_ms[bucket] = _moving_average(self.forward_ms.get(bucket), elapsed_s * 1000.0)
         elif decision.unit in (Unit.ADMISSION, Unit.DECODE):
             self._act_vs_gen.charge(1, elapsed_s)
             self._admission_vs_decode.charge(0 if decision.unit is Unit.ADMISSION else 1, elapsed_s)
             if decision.unit is Unit.ADMISSION:
-                ms, known = elapsed_s * 1000.0, self.admission_unit_ms
-                self.admission_unit_ms = ms if known <= 0 else 0.8 * known + 0.2 * ms
+                known = self.admission_unit_ms if self.admission_unit_ms > 0 else None
+                self.admission_unit_ms = _moving_average(known, elapsed_s * 1000.0)
+
+
+def _moving_average(known: float | None, sample: float) -> float:
+    """The measured times the policy learns: the first sample as it is, then 0.8 old + 0.2 new."""
+    return sample if known is None else 0.8 * known + 0.2 * sample
