@@ -54,7 +54,7 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
     orig_send = InferenceServer._send
     orig_wake = Outbox.wake
     orig_send_from_producer = InferenceServer._send_from_producer
-    orig_drain = Outbox.drain
+    orig_drain = Outbox.drain_control  # an act's reply is in the control queue
     last_drain = [0]
     received_ns: list[int | None] = [None]  # I/O thread: when the message being handled arrived
     current: list[Any] = [None]  # loop thread: the request being served
@@ -116,7 +116,7 @@ def _server_main(endpoint: str, batch_ms: float, ready: Any, stop: Any, out: Any
     InferenceLoop._accept = accept  # type: ignore[method-assign]
     NullPolicy.act = act  # type: ignore[method-assign]
     Outbox._put = put  # type: ignore[method-assign]
-    Outbox.drain = drain  # type: ignore[method-assign]
+    Outbox.drain_control = drain  # type: ignore[method-assign]
     InferenceServer._send = send  # type: ignore[method-assign]
     Outbox.wake = wake  # type: ignore[method-assign]
     InferenceServer._send_from_producer = send_from_producer  # type: ignore[method-assign]
