@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bridge.config import ServerConfig
 from bridge.protocol import ErrorCode, ProtocolError
 
 ClientKey = tuple[bytes, ...]
@@ -27,6 +28,17 @@ class AdmissionLimits:
     max_inflight_bytes: int
     trusted_proxies: frozenset[bytes] = frozenset()
     allowances: Mapping[bytes, int] = field(default_factory=dict)  # routing id -> per-client limit
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> AdmissionLimits:
+        """The ``[server]`` limits, with routing ids as the bytes the ROUTER sees."""
+        return cls(
+            max_inflight=server.max_inflight,
+            max_inflight_per_client=server.max_inflight_per_client,
+            max_inflight_bytes=server.max_inflight_bytes,
+            trusted_proxies=frozenset(p.encode() for p in server.trusted_proxies),
+            allowances={identity.encode(): int(n) for identity, n in server.inflight_allowances.items()},
+        )
 
 
 def client_key(envelope: Sequence[bytes], trusted_proxies: frozenset[bytes]) -> ClientKey:

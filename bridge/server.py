@@ -85,7 +85,7 @@ class InferenceServer:
             config.limits.max_decoded_bytes_per_byte,
         )
         self._decoders = FairDecodePool(config.server.decode_workers, config.server.decode_workers_per_client)
-        self.admission = Admission(_admission_limits(config))
+        self.admission = Admission(AdmissionLimits.from_config(config.server))
         self.replies_dropped: Counter[str] = Counter()  # by reason: peer_gone, send_queue_full
         self._pending: dict[tuple[ClientKey, int | str], Work] = {}  # (client, id) -> unanswered work
         self._unsent: deque[Outgoing] = deque()  # bulk replies a flush left for the next one (I/O lock)
@@ -448,13 +448,3 @@ class InferenceServer:
             return health_result(self.config, state, self.loop.alive, uptime_s, self.admission.total, transport)
         return stats_result(state)
 
-
-def _admission_limits(config: BridgeConfig) -> AdmissionLimits:
-    server = config.server
-    return AdmissionLimits(
-        max_inflight=server.max_inflight,
-        max_inflight_per_client=server.max_inflight_per_client,
-        max_inflight_bytes=server.max_inflight_bytes,
-        trusted_proxies=frozenset(p.encode() for p in server.trusted_proxies),
-        allowances={identity.encode(): int(n) for identity, n in server.inflight_allowances.items()},
-    )
